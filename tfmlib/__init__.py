@@ -1,0 +1,32 @@
+"""tfmlib: the Transformer, built from scratch, one concept per module.
+
+    utils        device choice, seeding, parameter counts, input checks
+    masks        boolean masks (True = may attend): causal, padding
+    attention    scaled dot-product attention
+    multihead    multi-head attention (with grouped-query / multi-query heads)
+    embeddings   token embedding
+    positions    sinusoidal, learned and rotary (RoPE) positions
+    layers       LayerNorm, feed-forward, residual Add & Norm (pre-LN / post-LN)
+    encoder      encoder block and stack
+    decoder      decoder block and stack (masked self-attention + cross-attention)
+    transformer  the full encoder-decoder
+    gpt          decoder-only language model and sampling
+    config       frozen configs with named presets
+    interop      copy weights from PyTorch's reference modules
+    plotting     attention heatmaps and measured curves
+"""
+from .attention import masked_softmax, scaled_dot_product_attention
+from .config import GPTConfig, TransformerConfig, preset_for_device
+from .decoder import Decoder, DecoderBlock
+from .embeddings import TokenEmbedding
+from .encoder import Encoder, EncoderBlock
+from .gpt import GPT, sample_next
+from .layers import FeedForward, LayerNorm, ResidualSublayer
+from .masks import causal_mask, combine_masks, padding_mask
+from .multihead import MultiHeadAttention, merge_heads, record_attention, repeat_kv, split_heads
+from .positions import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, apply_rope,
+                        rope_cache, sinusoidal_encoding)
+from .transformer import Seq2SeqTransformer, Transformer
+from .utils import check_tensor, count_parameters, describe_device, get_device, set_seed
+
+__version__ = "0.1.0"

@@ -1,0 +1,76 @@
+"""Scaled dot-product attention, written out.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+Shape legend: B batch, H heads, T_q queries, T_k keys, d_k query/key width,
+d_v value width. Any number of leading dimensions (B, H, ...) is allowed.
+Masks are boolean, True = may attend (see ``tfmlib.masks``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .utils import check_tensor
+
+__all__ = ["scaled_dot_product_attention", "masked_softmax", "check_qkv"]
+
+
+def masked_softmax(attn_scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last axis (the keys); positions where ``mask`` is False get weight 0.
+
+    This is the only place where a boolean mask becomes -inf.
+    """
+    if mask is not None:
+        attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(attn_scores, dim=-1)
+
+
+def check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              mask: torch.Tensor | None = None) -> None:
+    """Raise a clear error unless query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v)
+    and an optional boolean mask broadcastable to (..., T_q, T_k) fit together."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        check_tensor(t, name, dtype_kind="float")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., T, d), got shape {tuple(t.shape)}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"query and key must share their last dimension d_k, "
+                         f"got query {tuple(query.shape)} and key {tuple(key.shape)}")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"key and value must have the same number of positions T_k, "
+                         f"got key {tuple(key.shape)} and value {tuple(value.shape)}")
+    if mask is not None:
+        check_tensor(mask, "mask", dtype_kind="bool")
+        scores_shape = (*torch.broadcast_shapes(query.shape[:-2], key.shape[:-2]),
+                        query.shape[-2], key.shape[-2])
+        try:
+            ok = torch.broadcast_shapes(mask.shape, scores_shape) == torch.Size(scores_shape)
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"mask must broadcast to the attention scores' shape {tuple(scores_shape)} "
+                             f"(…, T_q, T_k), got shape {tuple(mask.shape)}")
+
+
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                 mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                                 scale: float | None = None, training: bool = True,
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(context, attn_weights)``.
+
+    query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v)
+    mask: bool, broadcastable to (..., T_q, T_k), True = may attend.
+    context: (..., T_q, d_v); attn_weights: (..., T_q, T_k), each row sums to 1.
+    Equals ``F.scaled_dot_product_attention(query, key, value, attn_mask=mask)``.
+    """
+    check_qkv(query, key, value, mask)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    attn_scores = query @ key.transpose(-2, -1) * scale  # (..., T_q, d_k) @ (..., d_k, T_k) -> (..., T_q, T_k)
+    attn_weights = masked_softmax(attn_scores, mask)      # softmax over keys: rows sum to 1
+    if dropout_p > 0.0 and training:
+        attn_weights = F.dropout(attn_weights, p=dropout_p)
+    context = attn_weights @ value                         # (..., T_q, T_k) @ (..., T_k, d_v) -> (..., T_q, d_v)
+    return context, attn_weights

@@ -1,0 +1,129 @@
+"""Frozen dataclass configs with named presets.
+
+    cfg = TransformerConfig.preset("cpu", src_vocab_size=40, tgt_vocab_size=40)
+    cfg = GPTConfig.preset(preset_for_device(), vocab_size=65)  # "gpu" on CUDA
+    cfg = cfg.replace(dropout=0.0)      # configs are immutable: replace() returns a copy
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+import torch
+
+from .utils import get_device
+
+__all__ = ["TransformerConfig", "GPTConfig", "preset_for_device"]
+
+
+class _Config:
+    """Shared behaviour: presets, replace(), and validation of the common fields."""
+
+    PRESETS: dict[str, dict] = {}
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown {cls.__name__} preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field(s) {unknown}; fields are {sorted(known)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def _check_common(self):
+        for name in ("d_model", "n_heads", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads: got d_model={self.d_model}, n_heads={self.n_heads}")
+        kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+        if kv < 1 or self.n_heads % kv:
+            raise ValueError(f"n_heads must be divisible by n_kv_heads: got n_heads={self.n_heads}, n_kv_heads={kv}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
+        if self.positional not in ("sinusoidal", "learned"):
+            raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass(frozen=True)
+class TransformerConfig(_Config):
+    """An encoder-decoder Transformer ("Attention Is All You Need")."""
+
+    src_vocab_size: int = 32
+    tgt_vocab_size: int = 32
+    d_model: int = 64
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    n_encoder_layers: int = 2
+    n_decoder_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.1
+    max_len: int = 128
+    norm_first: bool = True
+    activation: str = "relu"
+    positional: str = "sinusoidal"
+    tie_embeddings: bool = False  # share target embedding and output projection
+    pad_id: int = 0
+
+    def __post_init__(self):
+        self._check_common()
+        for name in ("src_vocab_size", "tgt_vocab_size", "n_encoder_layers", "n_decoder_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+TransformerConfig.PRESETS = {
+    "tiny": dict(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_len=64),
+    "cpu": dict(d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=256, max_len=128),
+    "gpu": dict(d_model=256, n_heads=8, n_encoder_layers=4, n_decoder_layers=4, d_ff=1024, max_len=256),
+    "base": dict(d_model=512, n_heads=8, n_encoder_layers=6, n_decoder_layers=6, d_ff=2048, max_len=512,
+                 norm_first=False),  # the 2017 paper's base model
+}
+
+
+@dataclass(frozen=True)
+class GPTConfig(_Config):
+    """A decoder-only language model (GPT)."""
+
+    vocab_size: int = 65
+    d_model: int = 64
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    n_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.1
+    max_len: int = 128
+    norm_first: bool = True
+    activation: str = "gelu"
+    positional: str = "learned"
+    tie_weights: bool = True  # output projection shares the token embedding matrix
+
+    def __post_init__(self):
+        self._check_common()
+        if self.vocab_size < 1 or self.n_layers < 1:
+            raise ValueError(f"vocab_size and n_layers must be at least 1, got {self.vocab_size} and {self.n_layers}")
+
+
+GPTConfig.PRESETS = {
+    "tiny": dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=64),
+    "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128),
+    "gpu": dict(d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=256),
+    "gpt2-small": dict(vocab_size=50257, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=1024),
+}
+
+
+def preset_for_device(device: torch.device | str | None = None) -> str:
+    """'gpu' on CUDA, otherwise 'cpu' (MPS laptops get the CPU-sized preset)."""
+    device = torch.device(device) if device is not None else get_device()
+    return "gpu" if device.type == "cuda" else "cpu"

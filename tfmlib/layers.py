@@ -1,0 +1,77 @@
+"""The pieces around attention: LayerNorm, the position-wise feed-forward
+network, and the residual "Add & Norm" connection (pre-LN or post-LN).
+
+Shape legend: B batch, T sequence length, C d_model, F d_ff (hidden width).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .utils import check_tensor
+
+__all__ = ["LayerNorm", "FeedForward", "ResidualSublayer", "ACTIVATIONS"]
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+class LayerNorm(nn.Module):
+    """Normalise each position's C features to mean 0, variance 1, then scale and shift.
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias,  var with 1/C (biased), over the last axis
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.d_model, self.eps = d_model, eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", last_dim=self.d_model, dtype_kind="float")
+        mean = x.mean(dim=-1, keepdim=True)                       # (B, T, 1)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)         # (B, T, 1), divides by C
+        x_hat = (x - mean) * torch.rsqrt(var + self.eps)          # (B, T, C)
+        return x_hat * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+class FeedForward(nn.Module):
+    """Position-wise two-layer MLP: Linear(C -> F), activation, dropout, Linear(F -> C)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu", bias: bool = True):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = ACTIVATIONS[self.activation](self.linear1(x))  # (B, T, C) -> (B, T, F)
+        return self.linear2(self.dropout(hidden))                 # (B, T, F) -> (B, T, C)
+
+
+class ResidualSublayer(nn.Module):
+    """Add & Norm around a sublayer f.
+
+        post-LN (2017 paper):  x -> LayerNorm(x + dropout(f(x)))
+        pre-LN  (GPT-2 on):    x -> x + dropout(f(LayerNorm(x)))
+    """
+
+    def __init__(self, d_model: int, dropout: float = 0.0, norm_first: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm = LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
