@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import nbformat
-from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 KERNEL = "tfm-course"
@@ -19,8 +18,9 @@ KERNEL = "tfm-course"
 
 def run(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
-    kernel = KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}})
+    # "python3" resolves to this interpreter (jupyter_client maps it to sys.executable), like nbval's
+    # --nbval-current-env; the saved metadata still names the course's kernel for JupyterLab.
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start
