@@ -66,7 +66,7 @@ def exercise_from_solution(nb: nbformat.NotebookNode, name: str = "notebook") ->
             cell.outputs = []
             cell.execution_count = None
             cell.metadata.pop("execution", None)
-        cell.pop("id", None)
+        cell["id"] = f"{name[:20]}-{len(cells)}"  # stable ids: regenerating changes nothing
         cells.append(cell)
     nb.cells = cells
     nbformat.validator.normalize(nb)
@@ -75,10 +75,7 @@ def exercise_from_solution(nb: nbformat.NotebookNode, name: str = "notebook") ->
 
 def render(solution: Path) -> str:
     nb = nbformat.read(solution, as_version=4)
-    ex = exercise_from_solution(nb, solution.name)
-    for i, cell in enumerate(ex.cells):
-        cell["id"] = f"{solution.stem[:20]}-{i}"  # stable ids: regenerating changes nothing
-    return nbformat.writes(ex) + "\n"
+    return nbformat.writes(exercise_from_solution(nb, solution.stem)) + "\n"
 
 
 def main() -> int:
