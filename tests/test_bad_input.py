@@ -97,3 +97,9 @@ def test_model_given_wrong_config_type_or_ids():
 def test_unknown_device_name():
     with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'mps', got 'tpu'"):
         get_device("tpu")
+
+
+def test_query_key_batch_dims_do_not_broadcast():
+    with pytest.raises(ValueError, match=r"broadcastable leading dimensions.*\(2, 3, 4\).*\(5, 3, 4\)"):
+        scaled_dot_product_attention(torch.randn(2, 3, 4), torch.randn(5, 3, 4), torch.randn(5, 3, 4),
+                                     mask=torch.ones(3, 3, dtype=torch.bool))

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from helpers import assert_close
-from tfmlib import (Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward, LayerNorm,
+from tfmlib import (Decoder, DecoderBlock, Encoder, EncoderBlock, FeedForward, LayerNorm, layer_norm,
                     ResidualSublayer, Transformer, causal_mask, padding_mask)
 from tfmlib.interop import (copy_decoder_layer_from_torch, copy_encoder_layer_from_torch,
                             copy_layernorm_from_torch, copy_transformer_from_torch)
@@ -51,6 +51,21 @@ def test_layernorm_matches_nn_layernorm():
     b.backward(g)
     assert_close(mine.weight.grad, ref.weight.grad, what="weight grad")
     assert_close(mine.bias.grad, ref.bias.grad, what="bias grad")
+
+
+def test_written_out_layer_norm_equals_nn_layernorm_outputs_and_gradients():
+    ref = nn.LayerNorm(C)
+    with torch.no_grad():
+        ref.weight.normal_()
+        ref.bias.normal_()
+    w, b = ref.weight.detach().clone().requires_grad_(), ref.bias.detach().clone().requires_grad_()
+    x = (torch.randn(3, 5, C) * 3 + 1).requires_grad_()
+    mine, expected = layer_norm(x, w, b, eps=1e-5), ref(x)
+    assert_close(mine, expected, what="written-out layer_norm")
+    g = torch.randn_like(mine)
+    for a, e, name in zip(torch.autograd.grad(mine, (x, w, b), g), torch.autograd.grad(expected, (x, ref.weight, ref.bias), g),
+                          ("x", "weight", "bias")):
+        assert_close(a, e, what=f"grad of {name}")
 
 
 def test_layernorm_uses_biased_variance():

