@@ -103,3 +103,12 @@ def test_query_key_batch_dims_do_not_broadcast():
     with pytest.raises(ValueError, match=r"broadcastable leading dimensions.*\(2, 3, 4\).*\(5, 3, 4\)"):
         scaled_dot_product_attention(torch.randn(2, 3, 4), torch.randn(5, 3, 4), torch.randn(5, 3, 4),
                                      mask=torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_rope_negative_offset_and_table_too_short():
+    from tfmlib import apply_rope, rope_cache
+    cos, sin = rope_cache(8, 4)
+    with pytest.raises(ValueError, match="offset must be >= 0, got -1"):
+        apply_rope(torch.randn(2, 3, 4), cos, sin, offset=-1)
+    with pytest.raises(ValueError, match="positions up to 10 exceed the RoPE table's length 8"):
+        apply_rope(torch.randn(2, 3, 4), cos, sin, offset=7)

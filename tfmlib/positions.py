@@ -84,6 +84,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, offset: in
     After rotation, q_m . k_n depends on the positions only through m - n.
     """
     T, hs = x.shape[-2], x.shape[-1]
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     if offset + T > cos.shape[0]:
         raise ValueError(f"positions up to {offset + T} exceed the RoPE table's length {cos.shape[0]}")
     if hs != cos.shape[-1]:
