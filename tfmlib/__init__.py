@@ -15,9 +15,11 @@
     interop      copy weights from PyTorch's reference modules
     tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
     rnn          the recurrent models attention replaced (RNN, LSTM, seq2seq)
-    data         the course's generated tasks, vocabularies, batches, offline text
+    tasks        the course's generated tasks (copy, reverse, sort, brackets, dates, ...)
+    data         vocabularies, seeded batches, offline text corpora
     schedules    learning-rate warm-up and decay
-    train        fit(): the training loop, its losses and its history
+    losses       label smoothing and the losses fit() trains with
+    train        fit(): the training loop and its history
     checkpoint   safe save / load / resume
     decoding     greedy and beam search for the encoder-decoder
     bert         encoder-only classifier and BERT's masked-language-model rule

@@ -1,4 +1,4 @@
-"""Training: one plain ``fit`` function, the losses the lessons need, and a History.
+"""Training: one plain ``fit`` function and the History it returns (losses: tfmlib.losses).
 
     from tfmlib import Seq2SeqTransformer, TransformerConfig, preset_for_device
     from tfmlib.data import Batches, encode_pairs, make_task
@@ -45,77 +45,16 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .data import shift_right
+from .losses import (ClassificationLoss, LMLoss, Seq2SeqLoss,  # noqa: F401 - re-exported
+                     label_smoothed_cross_entropy)
 from .schedules import make_schedule
 from .utils import get_device
 
 __all__ = ["fit", "History", "TrainState", "NonFiniteLossError", "label_smoothed_cross_entropy",
            "LMLoss", "Seq2SeqLoss", "ClassificationLoss", "evaluate_loss", "make_optimizer"]
-
-
-def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0,
-                                 ignore_index: int = -100) -> torch.Tensor:
-    """Cross-entropy against (1 - eps) one-hot + eps uniform, averaged over non-ignored targets.
-
-    logits (..., V), targets (...). Per target: (1 - eps) * -log p[y] + eps * mean_v(-log p[v]).
-    Equals F.cross_entropy(logits, targets, label_smoothing=eps, ignore_index=ignore_index).
-    """
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"logits (..., V) and targets (...) must agree: got {tuple(logits.shape)} "
-                         f"and {tuple(targets.shape)}")
-    log_probs = F.log_softmax(logits.float(), dim=-1)             # (..., V)
-    keep = targets != ignore_index                                 # (...)
-    safe_targets = targets.masked_fill(~keep, 0)
-    nll = -log_probs.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)  # (...) -log p[y]
-    uniform = -log_probs.mean(dim=-1)                              # (...) mean over the V classes
-    per_token = (1.0 - smoothing) * nll + smoothing * uniform
-    return (per_token * keep).sum() / keep.sum()
-
-
-@dataclass(frozen=True)
-class LMLoss:
-    """Next-token loss for a decoder-only model: batch (x, y) with y = x shifted left; model(x) -> (B, T, V)."""
-
-    ignore_index: int = -100
-    label_smoothing: float = 0.0
-
-    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        logits = model(x)  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=self.ignore_index,
-                               label_smoothing=self.label_smoothing)
-
-
-@dataclass(frozen=True)
-class Seq2SeqLoss:
-    """Teacher forcing: batch (src, tgt) with tgt = y1..yn <eos> <pad>...; the decoder reads
-    shift_right(tgt) = <bos> y1..yn and is scored on tgt, ignoring padding."""
-
-    bos_id: int = 1
-    pad_id: int = 0
-    label_smoothing: float = 0.0
-
-    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
-        src, tgt = batch[0], batch[1]
-        logits = model(src, shift_right(tgt, self.bos_id))  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=self.pad_id,
-                               label_smoothing=self.label_smoothing)
-
-
-@dataclass(frozen=True)
-class ClassificationLoss:
-    """batch (x, labels); model(x) -> (B, n_classes)."""
-
-    label_smoothing: float = 0.0
-
-    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
-        return F.cross_entropy(model(batch[0]), batch[1], label_smoothing=self.label_smoothing)
 
 
 class NonFiniteLossError(FloatingPointError):
