@@ -11,6 +11,7 @@
     decoder      decoder block and stack (masked self-attention + cross-attention)
     transformer  the full encoder-decoder
     gpt          decoder-only language model and sampling
+    kv_cache     key/value cache for fast generation
     config       frozen configs with named presets
     interop      copy weights from PyTorch's reference modules
     tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
@@ -31,7 +32,8 @@ from .config import GPTConfig, TransformerConfig, preset_for_device
 from .decoder import Decoder, DecoderBlock
 from .embeddings import TokenEmbedding
 from .encoder import Encoder, EncoderBlock
-from .gpt import GPT, sample_next
+from .gpt import GPT, sample_next, sampling_probs, top_k_filter, top_p_filter
+from .kv_cache import KVCache
 from .layers import FeedForward, LayerNorm, ResidualSublayer, layer_norm
 from .masks import causal_mask, combine_masks, padding_mask
 from .multihead import MultiHeadAttention, merge_heads, record_attention, repeat_kv, split_heads

@@ -20,7 +20,9 @@ from .layers import LayerNorm
 from .transformer import make_positional
 from .utils import check_tensor
 
-__all__ = ["GPT", "sample_next"]
+from .kv_cache import KVCache, cached_self_attention
+
+__all__ = ["GPT", "sample_next", "sampling_probs", "top_k_filter", "top_p_filter"]
 
 
 class GPT(nn.Module):
@@ -58,16 +60,84 @@ class GPT(nn.Module):
         return self.lm_head(self.norm(x))  # (B, T, C) -> (B, T, V)
 
     @torch.no_grad()
+    def forward_cached(self, idx_new: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, T_new, V) for new tokens idx_new (B, T_new) that follow the len(cache) tokens
+        already in ``cache`` (updated in place). Equals self(full)[:, -T_new:] in eval mode."""
+        check_tensor(idx_new, "idx_new", ndim=2, dtype_kind="int")
+        start, T_new = len(cache), idx_new.shape[1]
+        if start + T_new > self.config.max_len:
+            raise ValueError(f"{start} cached + {T_new} new positions exceed max_len={self.config.max_len}")
+        x = self.tok_embed(idx_new) + self.pos.table()[start:start + T_new]  # (B, T_new, C) + (T_new, C)
+        for layer, block in enumerate(self.blocks):
+            def attend(h, block=block, layer=layer):
+                return cached_self_attention(block.self_attn, h, cache, layer)
+            x = block.attn_sublayer(x, attend)
+            x = block.ffn_sublayer(x, block.ffn)
+        return self.lm_head(self.norm(x))  # (B, T_new, C) -> (B, T_new, V)
+
+    @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``max_new_tokens`` sampled tokens to the prompt idx (B, T); temperature 0 = greedy."""
+                 generator: torch.Generator | None = None, use_cache: bool = False) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled tokens to the prompt idx (B, T); temperature 0 = greedy.
+
+        use_cache=True keeps a KVCache (call it in eval mode): each step then runs only the newest
+        token through the model. Once the text is longer than max_len the cache is rebuilt from the
+        last max_len tokens at every step, exactly what the uncached path computes.
+        """
+        cache = None
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.max_len:]                 # crop to the positional table
-            logits = self(context)[:, -1, :]                        # (B, V) for the last position
+            if not use_cache:
+                logits = self(context)[:, -1, :]                    # (B, V) for the last position
+            else:
+                if cache is None or idx.shape[1] > self.config.max_len:
+                    cache = KVCache(len(self.blocks))
+                    logits = self.forward_cached(context, cache)[:, -1, :]   # prefill the prompt
+                else:
+                    logits = self.forward_cached(idx[:, -1:], cache)[:, -1, :]  # only the newest token
             next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat([idx, next_id], dim=1)
         return idx
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the logits (..., V) that are at least the k-th largest of their row (ties with it are
+    kept too); set the others to -inf. k >= V keeps everything."""
+    if k < 1:
+        raise ValueError(f"top_k must be at least 1, got {k}")
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probabilities sum to at
+    least p (the token that crosses p is kept); set the others to -inf. p = 1 keeps everything."""
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if p == 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (..., V)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs            # probability of the tokens ahead
+    drop_sorted = mass_before >= p                                      # the set already reached p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)                  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None) -> torch.Tensor:
+    """The distribution (..., V) that sample_next draws from: divide the logits by the temperature,
+    then apply top-k, then top-p, then softmax. temperature 0 = all mass on the argmax."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return F.softmax(logits, dim=-1)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -77,23 +147,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     temperature 0 is greedy (argmax); top_k keeps the k most likely tokens; top_p keeps the
     smallest set whose probabilities sum to at least p (nucleus sampling).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop_sorted = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # mass before this token already >= p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
+    probs = sampling_probs(logits, temperature, top_k, top_p)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)
