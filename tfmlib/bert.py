@@ -1,0 +1,172 @@
+"""Encoder-only models (BERT-style): a sequence classifier with [CLS] or mean pooling,
+masked mean pooling, and BERT's masked-language-model corruption rule (80/10/10).
+
+    cfg = EncoderConfig.preset("cpu", vocab_size=len(vocab), n_classes=2)
+    model = EncoderClassifier(cfg)
+    logits = model(ids)                 # ids (B, T) -> (B, n_classes)
+    hidden, keep = model.features(ids)  # per-token vectors (B, T', C) and (B, T') real-token mask
+    sentence = model.embed(ids)         # pooled sentence vectors (B, C), e.g. for retrieval
+    inputs, labels = mlm_mask(ids, mask_id=4, vocab_size=V, special_ids=[0, 1, 2, 3, 4])
+
+With ``pooling="cls"`` the model puts ``cls_id`` in front of every sequence (T' = T + 1) and
+classifies from that position's final vector; with ``pooling="mean"`` (T' = T) it averages the
+vectors of the real tokens. The encoder is bidirectional: no causal mask, only the padding mask.
+
+Shape legend: B batch, T sequence length, C d_model, H heads, K classes.
+Masks: bool, True = real token / may attend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .config import _Config
+from .embeddings import TokenEmbedding
+from .encoder import Encoder
+from .masks import padding_mask
+from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .utils import check_tensor
+
+__all__ = ["EncoderConfig", "EncoderClassifier", "mean_pool", "mlm_mask", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100  # the label F.cross_entropy skips by default
+
+
+@dataclass(frozen=True)
+class EncoderConfig(_Config):
+    """An encoder-only sequence classifier (BERT-style)."""
+
+    vocab_size: int = 32
+    n_classes: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    n_layers: int = 2
+    d_ff: int = 128
+    dropout: float = 0.0
+    max_len: int = 64
+    norm_first: bool = True
+    activation: str = "gelu"
+    positional: str = "learned"
+    pooling: str = "cls"      # "cls": the vector of a [CLS] token put in front; "mean": masked mean
+    pad_id: int = 0
+    cls_id: int = 1           # tfmlib.data.Vocab's <bos> doubles as [CLS]
+
+    def __post_init__(self):
+        self._check_common()
+        for name in ("vocab_size", "n_classes", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        for name in ("pad_id", "cls_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name} must be a token id in [0, {self.vocab_size - 1}], got {getattr(self, name)}")
+
+
+EncoderConfig.PRESETS = {
+    "tiny": dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=64),
+    "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=128, max_len=64),
+    "gpu": dict(d_model=256, n_heads=8, n_layers=4, d_ff=1024, max_len=128),
+    "bert-base": dict(vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=512,
+                      dropout=0.1, norm_first=False),  # BERT-base's shape (post-LN, GELU, learned positions)
+}
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the real tokens' vectors: hidden (B, T, C), mask (B, T) bool (True = real) -> (B, C).
+
+    Padded positions get weight 0; a row without any real token gives the zero vector.
+    """
+    check_tensor(hidden, "hidden", ndim=3, dtype_kind="float")
+    check_tensor(mask, "mask", ndim=2, dtype_kind="bool")
+    if mask.shape != hidden.shape[:2]:
+        raise ValueError(f"mask must have shape (B, T) = {tuple(hidden.shape[:2])}, got {tuple(mask.shape)}")
+    weights = mask.to(hidden.dtype).unsqueeze(-1)          # (B, T) -> (B, T, 1)
+    total = (hidden * weights).sum(dim=1)                  # (B, C)
+    count = weights.sum(dim=1).clamp(min=1.0)              # (B, 1) real tokens per row
+    return total / count
+
+
+class EncoderClassifier(nn.Module):
+    """tokens (B, T) -> logits (B, K): embeddings + positions, an Encoder stack, pooling, a linear head."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        if not isinstance(config, EncoderConfig):
+            raise TypeError(f"config must be an EncoderConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.tok_embed = TokenEmbedding(c.vocab_size, c.d_model, scale=False)
+        position_cls = LearnedPositionalEmbedding if c.positional == "learned" else SinusoidalPositionalEncoding
+        self.pos = position_cls(c.d_model, c.max_len, c.dropout)
+        self.encoder = Encoder(c.n_layers, c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first,
+                               c.activation, c.n_kv_heads)
+        self.head = nn.Linear(c.d_model, c.n_classes)
+        # PyTorch's default initialisation (token embeddings N(0, 1)): for models this small it trains
+        # faster than GPT-2/BERT's N(0, 0.02), which only pays off in deep, wide stacks.
+
+    def with_cls(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T + 1) with cls_id in front when pooling is "cls"; unchanged otherwise."""
+        if self.config.pooling != "cls":
+            return tokens
+        cls = torch.full_like(tokens[:, :1], self.config.cls_id)  # (B, 1)
+        return torch.cat([cls, tokens], dim=1)                    # (B, 1) + (B, T) -> (B, T + 1)
+
+    def features(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token output vectors (B, T', C) and the real-token mask (B, T'); T' = T + 1 with [CLS]."""
+        check_tensor(tokens, "tokens", ndim=2, dtype_kind="int")
+        tokens = self.with_cls(tokens)                      # (B, T')
+        x = self.pos(self.tok_embed(tokens))                # (B, T') -> (B, T', C)
+        hidden = self.encoder(x, mask=padding_mask(tokens, self.config.pad_id))  # key mask (B, 1, 1, T')
+        return hidden, tokens != self.config.pad_id
+
+    def pool(self, hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, T', C) -> (B, C): the [CLS] vector, or the mean over real tokens."""
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        return mean_pool(hidden, keep)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Sentence vectors (B, C): the pooled encoder output that the head classifies."""
+        return self.pool(*self.features(tokens))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens))  # (B, C) -> (B, K)
+
+
+def mlm_mask(tokens: torch.Tensor, mask_id: int, vocab_size: int, special_ids: Sequence[int] = (),
+             p: float = 0.15, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masked-language-model corruption: returns (inputs, labels), both shaped like ``tokens``.
+
+    Each ordinary token (not in ``special_ids``, e.g. padding, [CLS], [SEP], [MASK]) is chosen for
+    prediction with probability ``p``. A chosen token is replaced by ``mask_id`` with probability 0.8,
+    by a random ordinary token with probability 0.1, and left unchanged with probability 0.1.
+    labels hold the original token where chosen and IGNORE_INDEX (-100) everywhere else.
+    ``tokens`` is not modified.
+    """
+    check_tensor(tokens, "tokens", dtype_kind="int")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    special = torch.as_tensor(sorted({*special_ids, mask_id}), dtype=torch.long)
+    if special.numel() and (int(special.min()) < 0 or int(special.max()) >= vocab_size):
+        raise ValueError(f"mask_id and special_ids must lie in [0, {vocab_size - 1}], got {special.tolist()}")
+    ordinary_ids = torch.ones(vocab_size, dtype=torch.bool)
+    ordinary_ids[special] = False
+    ordinary_ids = ordinary_ids.nonzero().squeeze(1)      # ids a random replacement may take
+    if ordinary_ids.numel() == 0:
+        raise ValueError("every id is special: there is no ordinary token to predict or to sample")
+    device = tokens.device
+    candidates = ~torch.isin(tokens, special.to(device))  # (B, T) ordinary tokens
+    chosen = (torch.rand(tokens.shape, generator=generator, device=device) < p) & candidates
+    action = torch.rand(tokens.shape, generator=generator, device=device)  # which of 80/10/10
+    use_mask = chosen & (action < 0.8)
+    use_random = chosen & (action >= 0.8) & (action < 0.9)
+    random_ids = ordinary_ids.to(device)[torch.randint(ordinary_ids.numel(), tokens.shape,
+                                                       generator=generator, device=device)]
+    inputs = torch.where(use_mask, torch.full_like(tokens, mask_id), tokens)
+    inputs = torch.where(use_random, random_ids.to(tokens.dtype), inputs)
+    labels = torch.where(chosen, tokens, torch.full_like(tokens, IGNORE_INDEX))
+    return inputs, labels
