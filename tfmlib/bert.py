@@ -27,7 +27,7 @@ from .config import _Config
 from .embeddings import TokenEmbedding
 from .encoder import Encoder
 from .masks import padding_mask
-from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .transformer import make_positional
 from .utils import check_tensor
 
 __all__ = ["EncoderConfig", "EncoderClassifier", "mean_pool", "mlm_mask", "IGNORE_INDEX"]
@@ -100,8 +100,7 @@ class EncoderClassifier(nn.Module):
             raise TypeError(f"config must be an EncoderConfig, got {type(config).__name__}")
         self.config = c = config
         self.tok_embed = TokenEmbedding(c.vocab_size, c.d_model, scale=False)
-        position_cls = LearnedPositionalEmbedding if c.positional == "learned" else SinusoidalPositionalEncoding
-        self.pos = position_cls(c.d_model, c.max_len, c.dropout)
+        self.pos = make_positional(c.positional, c.d_model, c.max_len, c.dropout)
         self.encoder = Encoder(c.n_layers, c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first,
                                c.activation, c.n_kv_heads)
         self.head = nn.Linear(c.d_model, c.n_classes)
