@@ -70,7 +70,7 @@ class EncoderConfig(_Config):
 EncoderConfig.PRESETS = {
     "tiny": dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=64),
     "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=128, max_len=64),
-    "gpu": dict(d_model=256, n_heads=8, n_layers=4, d_ff=1024, max_len=128),
+    "gpu": dict(d_model=128, n_heads=8, n_layers=4, d_ff=512, max_len=128),
     "bert-base": dict(vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=512,
                       dropout=0.1, norm_first=False),  # BERT-base's shape (post-LN, GELU, learned positions)
 }
