@@ -1,6 +1,7 @@
 # Transformers from scratch: course commands.
 #   make lab    set everything up, then open the course in JupyterLab
-#   make test   set everything up, then run every test (unit tests + strict nbval)
+#   make test   set everything up, then run every test: unit tests + strict nbval, then strict nbval again
+#               under a second numerical configuration (another machine's rounding: tools/numerics.py)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,6 +16,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	TFM_NUMERICS=other $(BIN)/python -m pytest -p no:cacheprovider -n 1 notebooks solutions
 
 setup: $(STAMP)
 

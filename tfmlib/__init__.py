@@ -40,6 +40,9 @@ from .multihead import MultiHeadAttention, merge_heads, record_attention, repeat
 from .positions import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, apply_rope,
                         rope_cache, sinusoidal_encoding)
 from .transformer import Seq2SeqTransformer, Transformer
-from .utils import check_tensor, count_parameters, describe_device, get_device, set_seed
+from .utils import (check_tensor, configure_threads, count_parameters, describe_device, get_device,
+                    set_seed)
+
+configure_threads()  # one rule for the CPU thread count in every lesson: see utils.configure_threads
 
 __version__ = "0.1.0"

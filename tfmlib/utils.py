@@ -13,7 +13,14 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["get_device", "set_seed", "count_parameters", "check_tensor", "describe_device"]
+__all__ = ["get_device", "set_seed", "count_parameters", "check_tensor", "describe_device",
+           "configure_threads"]
+
+# Why tfmlib chooses the CPU thread count (see configure_threads): the course's models are small, so a
+# second thread buys little, while a kernel that uses every core fights the browser, the other kernels
+# and the tests for them (OpenMP threads spin while they wait), which on a busy 2-core laptop made a
+# lesson 5-10x slower.
+MAX_DEFAULT_THREADS = 4
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -34,15 +41,43 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def configure_threads(threads: int | None = None) -> int:
+    """Set how many CPU threads PyTorch uses for one operation, and return the number in force.
+
+    Called once when tfmlib is imported, so every lesson runs with the same rule:
+      1. ``threads`` if given (a learner's explicit choice; ``tfmlib.configure_threads(4)``);
+      2. else the environment variable ``TFM_THREADS`` (e.g. ``TFM_THREADS=2 make lab``);
+      3. else, when ``OMP_NUM_THREADS`` is set, PyTorch's choice, which follows it (the test suite);
+      4. else half of PyTorch's default (its count of physical cores), at least 1 and at most
+         ``MAX_DEFAULT_THREADS``: 1 on a 2-core laptop, 4 on an 8-core one.
+    Raises ValueError for a count below 1 or a ``TFM_THREADS`` that is not a whole number.
+    """
+    if threads is None:
+        env = os.environ.get("TFM_THREADS")
+        if env is not None:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise ValueError(f"TFM_THREADS must be a whole number of threads, got {env!r}") from None
+        elif os.environ.get("OMP_NUM_THREADS"):
+            return torch.get_num_threads()
+        else:
+            threads = min(MAX_DEFAULT_THREADS, max(1, torch.get_num_threads() // 2))
+    if threads < 1:
+        raise ValueError(f"the number of threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
 def describe_device(device: torch.device | None = None) -> str:
-    """One line naming the device, e.g. 'cpu (2 threads)' or 'cuda: NVIDIA H100'."""
+    """One line naming the device, e.g. 'cpu (1 thread; set TFM_THREADS to change)' or 'cuda: NVIDIA H100'."""
     device = device or get_device()
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "mps: Apple GPU"
     n = torch.get_num_threads()
-    return f"cpu ({n} thread{'' if n == 1 else 's'})"
+    return f"cpu ({n} thread{'' if n == 1 else 's'}; set TFM_THREADS to change)"
 
 
 def set_seed(seed: int = 0) -> torch.Generator:
