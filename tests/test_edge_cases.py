@@ -76,3 +76,104 @@ def test_seq2seq_with_an_all_padding_source_is_finite_on_every_path():
         loss.backward()
         assert torch.isfinite(loss)
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ---------------------------------------------------------------- 3. losses on any valid input
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("logits,targets,eps,expected", [
+    ([[0.0, 0.0], [NAN, NAN]], [0, -100], 0.1, 0.693147),        # an ignored row holds NaN
+    ([[0.0, -INF, 1.0]], [2], 0.0, 0.313262),                     # -inf logit, no smoothing
+    ([[0.0, -INF, 1.0]], [2], 0.1, INF),                          # with smoothing PyTorch says inf
+    ([[0.0, 1.0], [INF, -INF]], [1, -100], 0.2, None),            # ignored row with +-inf
+    ([[0.0, 1.0]], [-100], 0.0, NAN),                             # nothing counted: 0 / 0, as PyTorch
+])
+def test_label_smoothed_cross_entropy_equals_pytorch_on_edge_inputs(logits, targets, eps, expected):
+    from tfmlib.losses import label_smoothed_cross_entropy
+    logits, targets = torch.tensor(logits), torch.tensor(targets)
+    ours = label_smoothed_cross_entropy(logits, targets, eps)
+    ref = F.cross_entropy(logits, targets, label_smoothing=eps)
+    torch.testing.assert_close(ours, ref, equal_nan=True)
+    if expected is not None:
+        torch.testing.assert_close(ours, torch.tensor(expected), equal_nan=True)
+
+
+def test_label_smoothed_cross_entropy_half_precision_and_bad_targets():
+    from tfmlib.losses import label_smoothed_cross_entropy
+    logits = (torch.randn(4, 7) * 30).half()  # fp16: computed in float32
+    targets = torch.tensor([1, 6, -100, 0])
+    torch.testing.assert_close(label_smoothed_cross_entropy(logits, targets, 0.1),
+                               F.cross_entropy(logits.float(), targets, label_smoothing=0.1))
+    with pytest.raises(ValueError, match=r"\[0, 6\].*from 0 to 7"):
+        label_smoothed_cross_entropy(logits, torch.tensor([1, 7, -100, 0]))
+    with pytest.raises(TypeError, match="integer"):
+        label_smoothed_cross_entropy(logits, targets.float())
+
+
+class _FixedLogits(torch.nn.Module):
+    """model(x) -> the logits stored for those rows (ignores everything else)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, *rest):
+        return self.logits[x[:, 0]]  # x[:, 0] holds the example index
+
+
+def test_evaluate_loss_averages_over_tokens_not_batches():
+    from tfmlib.losses import LMLoss
+    from tfmlib.train import evaluate_loss
+    N, T, V = 6, 5, 7
+    logits = torch.randn(N, T, V)
+    targets = torch.randint(0, V, (N, T))
+    targets[0, 1:] = -100            # example 0 has one token, the others many
+    targets[3, :] = -100             # example 3 none at all
+    x = torch.arange(N)[:, None].expand(N, T)
+    model, loss_fn = _FixedLogits(logits), LMLoss()
+    whole = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    for batch_size in (1, 2, 4, 6):
+        data = [(x[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, N, batch_size)]
+        torch.testing.assert_close(torch.tensor(evaluate_loss(model, data, loss_fn)), whole)
+    total, count = loss_fn.totals(model, (x, targets))
+    assert int(count) == int((targets != -100).sum())
+    torch.testing.assert_close(total / count, loss_fn(model, (x, targets)))
+
+
+def test_seq2seq_and_classification_totals_equal_pytorch():
+    from tfmlib.losses import ClassificationLoss, Seq2SeqLoss
+    logits = torch.randn(3, 4)
+    labels = torch.tensor([0, 3, 1])
+    clf = ClassificationLoss(label_smoothing=0.1)
+    model = lambda x: logits  # noqa: E731
+    total, count = clf.totals(model, (None, labels))
+    assert int(count) == 3
+    torch.testing.assert_close(total / 3, F.cross_entropy(logits, labels, label_smoothing=0.1))
+    s2s = Seq2SeqLoss(bos_id=1, pad_id=0)
+    tgt = torch.tensor([[4, 2, 0], [5, 6, 2]])
+    seq_logits = torch.randn(2, 3, 8)
+    seq_logits[0, 2] = NAN           # the padded position's logits are NaN: ignored
+    total, count = s2s.totals(lambda src, tgt_in: seq_logits, (None, tgt))
+    assert int(count) == 5 and torch.isfinite(total)
+    torch.testing.assert_close(total / count, F.cross_entropy(seq_logits.flatten(0, 1), tgt.flatten(), ignore_index=0))
+
+
+def test_sequence_log_prob_and_mean_pool_ignore_padding_whatever_it_holds():
+    from tfmlib.bert import mean_pool
+    from tfmlib.decoding import sequence_log_prob
+
+    class Model:
+        def __call__(self, src, tgt_in):
+            logits = torch.zeros(*tgt_in.shape, 5)
+            logits[..., 0] = -INF    # the pad id is impossible: log p(pad) = -inf, must not be scored
+            return logits
+
+    tokens = torch.tensor([[3, 2, 0], [4, 4, 2]])
+    out = sequence_log_prob(Model(), torch.zeros(2, 1, dtype=torch.long), tokens, bos_id=1, pad_id=0)
+    torch.testing.assert_close(out, torch.tensor([2, 3]) * -torch.log(torch.tensor(4.0)))
+    hidden = torch.randn(2, 3, 4)
+    hidden[0, 2] = NAN
+    pooled = mean_pool(hidden, torch.tensor([[True, True, False], [False, False, False]]))
+    torch.testing.assert_close(pooled, torch.stack([hidden[0, :2].mean(0), torch.zeros(4)]))

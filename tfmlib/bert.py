@@ -85,9 +85,9 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     check_tensor(mask, "mask", ndim=2, dtype_kind="bool")
     if mask.shape != hidden.shape[:2]:
         raise ValueError(f"mask must have shape (B, T) = {tuple(hidden.shape[:2])}, got {tuple(mask.shape)}")
-    weights = mask.to(hidden.dtype).unsqueeze(-1)          # (B, T) -> (B, T, 1)
-    total = (hidden * weights).sum(dim=1)                  # (B, C)
-    count = weights.sum(dim=1).clamp(min=1.0)              # (B, 1) real tokens per row
+    keep = mask.unsqueeze(-1)                              # (B, T) -> (B, T, 1)
+    total = torch.where(keep, hidden, torch.zeros_like(hidden)).sum(dim=1)  # (B, C); padding adds exactly 0
+    count = keep.sum(dim=1).clamp(min=1).to(hidden.dtype)  # (B, 1) real tokens per row
     return total / count
 
 

@@ -168,4 +168,5 @@ def sequence_log_prob(model, src: torch.Tensor, tokens: torch.Tensor, bos_id: in
     logits = model(src, shift_right(tokens, bos_id))                      # (B, L, V)
     log_probs = F.log_softmax(logits.float(), dim=-1)
     token_log_probs = log_probs.gather(-1, tokens[:, :, None]).squeeze(-1)  # (B, L, 1) -> (B, L)
-    return (token_log_probs * (tokens != pad_id)).sum(dim=-1)
+    scored = tokens != pad_id                                              # (B, L); where, not *: -inf * 0 = NaN
+    return torch.where(scored, token_log_probs, torch.zeros_like(token_log_probs)).sum(dim=-1)

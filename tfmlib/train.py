@@ -378,20 +378,32 @@ class _LivePlot:
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, data: Iterable, loss_fn: Callable, device=None,
                   max_batches: int | None = None) -> float:
-    """Mean of loss_fn over the batches of ``data`` (one pass), in eval mode, without gradients."""
+    """The loss over the batches of ``data`` (one pass), in eval mode, without gradients.
+
+    With a loss that has ``totals(model, batch) -> (sum, count)`` (LMLoss, Seq2SeqLoss,
+    ClassificationLoss) this is the mean over every token of every batch: the same number
+    however the data is cut into batches. Any other ``loss_fn(model, batch)`` returns a batch
+    mean; those are weighted by the batch's number of rows (len(batch[0])).
+    """
     device = next(model.parameters()).device if device is None else torch.device(device)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, n_batches = 0.0, 0, 0
     try:
         batches = (data.batch_at(i) for i in range(len(data))) if hasattr(data, "batch_at") else data
         for batch in batches:
-            if max_batches is not None and count >= max_batches:
+            if max_batches is not None and n_batches >= max_batches:
                 break
-            total += float(loss_fn(model, _to_device(batch, device)))
-            count += 1
+            batch = _to_device(batch, device)
+            if hasattr(loss_fn, "totals"):
+                batch_total, batch_count = loss_fn.totals(model, batch)
+                total, count = total + float(batch_total), count + int(batch_count)
+            else:
+                rows = len(batch[0]) if isinstance(batch, (tuple, list)) else 1
+                total, count = total + float(loss_fn(model, batch)) * rows, count + rows
+            n_batches += 1
     finally:
         model.train(was_training)
-    if count == 0:
+    if n_batches == 0:
         raise ValueError("evaluate_loss got no batches")
-    return total / count
+    return total / count if count else float("nan")
