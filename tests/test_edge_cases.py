@@ -177,3 +177,62 @@ def test_sequence_log_prob_and_mean_pool_ignore_padding_whatever_it_holds():
     hidden[0, 2] = NAN
     pooled = mean_pool(hidden, torch.tensor([[True, True, False], [False, False, False]]))
     torch.testing.assert_close(pooled, torch.stack([hidden[0, :2].mean(0), torch.zeros(4)]))
+
+
+# ---------------------------------------------------------------- 2. length guards at the exact boundary
+def _seq2seq(max_len=8):
+    torch.manual_seed(0)
+    cfg = TransformerConfig.preset("tiny", src_vocab_size=12, tgt_vocab_size=12, max_len=max_len, dropout=0.0)
+    return Seq2SeqTransformer(cfg).eval()
+
+
+def test_decoding_uses_every_position_and_refuses_one_more():
+    from tfmlib.decoding import beam_search, greedy_decode
+    model, src = _seq2seq(8), torch.tensor([[5, 6, 7, 8]])
+    tokens = greedy_decode(model, src, bos_id=1, eos_id=99, max_len=8)  # eos never comes: all 8 steps run
+    assert tokens.shape == (1, 8)
+    beams = beam_search(model, src, bos_id=1, eos_id=99, max_len=8, beam_size=1)
+    assert beams[0][0].tokens == tokens[0].tolist()  # one beam is greedy, over all 8 positions
+    for decode in (greedy_decode, beam_search):
+        with pytest.raises(ValueError, match=r"max_len <= 8"):
+            decode(model, src, bos_id=1, eos_id=99, max_len=9)
+
+
+def test_positional_tables_gpt_cache_and_rope_at_the_boundary():
+    from tfmlib.positions import SinusoidalPositionalEncoding, apply_rope, rope_cache
+    pos = SinusoidalPositionalEncoding(4, max_len=5)
+    assert pos(torch.zeros(1, 5, 4)).shape == (1, 5, 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        pos(torch.zeros(1, 6, 4))
+    cos, sin = rope_cache(5, 4)
+    assert apply_rope(torch.randn(1, 3, 4), cos, sin, offset=2).shape == (1, 3, 4)
+    with pytest.raises(ValueError, match="exceed"):
+        apply_rope(torch.randn(1, 3, 4), cos, sin, offset=3)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig.preset("tiny", vocab_size=11, max_len=6, dropout=0.0)).eval()
+    prompt = torch.randint(0, 11, (2, 5))
+    plain = gpt.generate(prompt, 4, temperature=0)      # crosses max_len: the window slides
+    cached = gpt.generate(prompt, 4, temperature=0, use_cache=True)
+    assert torch.equal(plain, cached)
+    from tfmlib.kv_cache import KVCache
+    cache = KVCache(1)
+    gpt.forward_cached(prompt, cache)
+    gpt.forward_cached(prompt[:, :1], cache)              # 6 = max_len positions: fine
+    with pytest.raises(ValueError, match="exceed max_len=6"):
+        gpt.forward_cached(prompt[:, :1], cache)
+
+
+def test_lm_batches_and_encoder_classifier_at_the_boundary():
+    from tfmlib.bert import EncoderClassifier, EncoderConfig
+    from tfmlib.data import LMBatches
+    ids = torch.arange(9)
+    x, y = LMBatches(ids, block_size=8, batch_size=3).batch_at(0)  # exactly block_size + 1 tokens
+    assert torch.equal(x[0], ids[:8]) and torch.equal(y[0], ids[1:])
+    with pytest.raises(ValueError, match="more than block_size=9"):
+        LMBatches(ids, block_size=9)
+    model = EncoderClassifier(EncoderConfig.preset("tiny", vocab_size=10, max_len=6))
+    assert model(torch.full((2, 5), 4)).shape == (2, 2)    # 5 tokens + [CLS] = 6 positions
+    with pytest.raises(ValueError, match=r"at most 5 tokens plus the \[CLS\]"):
+        model(torch.full((2, 6), 4))
+    mean_model = EncoderClassifier(EncoderConfig.preset("tiny", vocab_size=10, max_len=6, pooling="mean"))
+    assert mean_model(torch.full((2, 6), 4)).shape == (2, 2)

@@ -117,6 +117,10 @@ class EncoderClassifier(nn.Module):
     def features(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token output vectors (B, T', C) and the real-token mask (B, T'); T' = T + 1 with [CLS]."""
         check_tensor(tokens, "tokens", ndim=2, dtype_kind="int")
+        room = self.config.max_len - (self.config.pooling == "cls")  # [CLS] takes one position
+        if tokens.shape[1] > room:
+            raise ValueError(f"{tokens.shape[1]} tokens do not fit: config.max_len={self.config.max_len} allows "
+                             f"at most {room} tokens" + (" plus the [CLS] put in front" if room < self.config.max_len else ""))
         tokens = self.with_cls(tokens)                      # (B, T')
         x = self.pos(self.tok_embed(tokens))                # (B, T') -> (B, T', C)
         hidden = self.encoder(x, mask=padding_mask(tokens, self.config.pad_id))  # key mask (B, 1, 1, T')
