@@ -236,3 +236,51 @@ def test_lm_batches_and_encoder_classifier_at_the_boundary():
         model(torch.full((2, 6), 4))
     mean_model = EncoderClassifier(EncoderConfig.preset("tiny", vocab_size=10, max_len=6, pooling="mean"))
     assert mean_model(torch.full((2, 6), 4)).shape == (2, 2)
+
+
+# ---------------------------------------------------------------- 4. resume is exact however it is called
+def _tiny_gpt(seed=0):
+    from tfmlib import set_seed
+    set_seed(seed)
+    return GPT(GPTConfig.preset("tiny", vocab_size=17, dropout=0.1, max_len=16))
+
+
+@pytest.mark.parametrize("same_optimizer", [True, False], ids=["same-optimizer", "fresh-optimizer"])
+def test_resume_with_a_passed_optimizer_equals_an_uninterrupted_run(tmp_path, same_optimizer):
+    from tfmlib.data import LMBatches
+    from tfmlib.losses import LMLoss
+    from tfmlib.schedules import WarmupCosine
+    from tfmlib.train import fit, make_optimizer
+    data = LMBatches(torch.arange(300) % 17, block_size=8, batch_size=4, seed=3)
+    kwargs = dict(loss_fn=LMLoss(), schedule=WarmupCosine(warmup_steps=3, total_steps=10), progress=False,
+                  device="cpu")
+    straight = _tiny_gpt()
+    full = fit(straight, data, steps=10, optimizer=make_optimizer(straight, lr=3e-3), **kwargs)
+
+    model = _tiny_gpt()
+    opt = make_optimizer(model, lr=3e-3)
+    fit(model, data, steps=5, optimizer=opt, checkpoint_dir=tmp_path, **kwargs)
+    if not same_optimizer:
+        model = _tiny_gpt(seed=7)
+        opt = make_optimizer(model, lr=3e-3)
+    resumed = fit(model, data, steps=10, optimizer=opt, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert resumed.lr == full.lr  # steps 6-10 at the right learning rates, not 0.85 x them
+    assert resumed.loss == full.loss
+    for k, v in straight.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), f"{k} differs after resuming"
+
+
+def test_a_second_fit_with_the_same_optimizer_starts_from_the_base_lr():
+    from tfmlib.data import LMBatches
+    from tfmlib.losses import LMLoss
+    from tfmlib.schedules import WarmupCosine
+    from tfmlib.train import fit, make_optimizer
+    data = LMBatches(torch.arange(300) % 17, block_size=8, batch_size=4, seed=3)
+    model = _tiny_gpt()
+    opt = make_optimizer(model, lr=3e-3)
+    kwargs = dict(loss_fn=LMLoss(), optimizer=opt, progress=False, device="cpu")
+    first = fit(model, data, steps=6, schedule=WarmupCosine(2, 6), **kwargs)
+    assert first.lr[-1] < 1e-3                     # the cosine is near its end ...
+    second = fit(model, data, steps=3, **kwargs)    # ... and a constant schedule is back at 3e-3
+    assert second.lr == [3e-3] * 3
+    assert all(group["lr"] == 3e-3 for group in opt.param_groups)

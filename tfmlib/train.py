@@ -228,7 +228,9 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
     train_data    Batches/LMBatches (batch_at(step)), or any re-iterable of batches (list, DataLoader)
     loss_fn       loss_fn(model, batch) -> scalar tensor, e.g. Seq2SeqLoss(), LMLoss()
     steps/epochs  how long (exactly one); steps counts from the start of the run (resume included)
-    lr, weight_decay, betas   AdamW (decay on matrices only); or pass your own ``optimizer``
+    lr, weight_decay, betas   AdamW (decay on matrices only); or pass your own ``optimizer``: its
+                  groups' lr is the base, kept in group["base_lr"] (the schedule scales group["lr"]), so
+                  passing the same optimizer again, or resuming with it or with a fresh one, is exact
     schedule      None/"constant", "warmup", "cosine", "noam", or a callable step -> lr multiplier
                   (tfmlib.schedules); warmup_steps feeds the named ones
     grad_clip     max gradient norm (None: no clipping)
@@ -257,7 +259,9 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
     device = get_device() if device is None else torch.device(device)
     model.to(device)
     optimizer = optimizer or make_optimizer(model, lr, weight_decay, betas)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:  # the unscaled lr, stored once: never read back a scaled "lr"
+        group.setdefault("base_lr", group["lr"])
+    fallback_base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     params = [p for group in optimizer.param_groups for p in group["params"]]
     foreach = device.type in ("cpu", "cuda")  # one fused call for the gradient norm
     autocast, scaler = _autocast(device, amp)
@@ -269,6 +273,9 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
         step = state["step"]
         history = History(**state["extra"].get("history", {}))
         history.stop_reason = None
+        for group, base in zip(optimizer.param_groups, fallback_base_lrs):
+            group.setdefault("base_lr", base)  # a checkpoint written before base_lr was saved
+    base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     next_batch = train_data.batch_at if hasattr(train_data, "batch_at") else None
     stream = None if next_batch else _cycle(train_data, skip=step)
 
