@@ -284,3 +284,57 @@ def test_a_second_fit_with_the_same_optimizer_starts_from_the_base_lr():
     second = fit(model, data, steps=3, **kwargs)    # ... and a constant schedule is back at 3e-3
     assert second.lr == [3e-3] * 3
     assert all(group["lr"] == 3e-3 for group in opt.param_groups)
+
+
+# ---------------------------------------------------------------- 5. numerics at the edges of the knobs
+@pytest.mark.parametrize("temperature", [1e-3, 1e-30, 1e-45])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_tiny_temperature_gives_the_argmax_in_any_precision(temperature, dtype):
+    from tfmlib import sample_next, sampling_probs
+    logits = (torch.tensor([[1.0, 2.0, 3.0, 0.5], [40.0, -3.0, 7.0, 39.0]]) * 100).to(dtype)
+    probs = sampling_probs(logits, temperature)
+    assert probs.dtype == torch.float32 and torch.isfinite(probs).all()
+    assert torch.equal(probs, F.one_hot(torch.tensor([2, 0]), 4).float())
+    assert sample_next(logits, temperature).flatten().tolist() == [2, 0]
+
+
+def test_ties_share_the_mass_and_huge_or_infinite_logits_are_handled():
+    from tfmlib import sample_next, sampling_probs
+    torch.testing.assert_close(sampling_probs(torch.tensor([[1.0, 3.0, 3.0]]), 1e-20),
+                               torch.tensor([[0.0, 0.5, 0.5]]))
+    torch.testing.assert_close(sampling_probs(torch.tensor([[1e38, 3e38, -3e38]])), torch.tensor([[0.0, 1.0, 0.0]]))
+    inf = float("inf")
+    torch.testing.assert_close(sampling_probs(torch.tensor([[inf, 5.0, inf]]), 2.0), torch.tensor([[0.5, 0.0, 0.5]]))
+    assert sample_next(torch.tensor([[0.0, inf, 1.0]]), 0).item() == 1
+    for kwargs in (dict(top_k=1), dict(top_p=0.3), dict(top_k=2, top_p=0.9)):
+        probs = sampling_probs((torch.randn(3, 50) * 1e4).half(), 0.7, **kwargs)
+        assert torch.isfinite(probs).all()
+        torch.testing.assert_close(probs.sum(-1), torch.ones(3))
+
+
+def test_sampling_refuses_nan_and_bad_temperatures_up_front():
+    from tfmlib import sample_next, sampling_probs
+    with pytest.raises(ValueError, match="NaN"):
+        sampling_probs(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(ValueError, match="NaN"):
+        sample_next(torch.tensor([[0.0, float("nan")]]), 0)
+    with pytest.raises(ValueError, match="all -inf"):
+        sampling_probs(torch.full((1, 3), float("-inf")))
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            sampling_probs(torch.zeros(1, 3), bad)
+
+
+def test_softmax_and_losses_with_half_and_extreme_values_equal_pytorch():
+    from tfmlib.losses import label_smoothed_cross_entropy
+    scores = torch.tensor([[1e4, -1e4, 0.0], [-60000.0, 60000.0, 0.0]]).half()
+    weights = masked_softmax(scores)
+    torch.testing.assert_close(weights.float(), torch.softmax(scores.float(), -1))
+    logits = torch.tensor([[3e38, -3e38, 0.0], [1e-30, 0.0, -1e-30]])
+    targets = torch.tensor([0, 2])
+    for eps in (0.0, 0.1):
+        torch.testing.assert_close(label_smoothed_cross_entropy(logits, targets, eps),
+                                   F.cross_entropy(logits, targets, label_smoothing=eps))
+    half = torch.tensor([[60000.0, -60000.0, 0.0], [1e-3, 0.0, -1e-3]]).half()  # near float16's limit
+    torch.testing.assert_close(label_smoothed_cross_entropy(half, targets, 0.1),
+                               F.cross_entropy(half.float(), targets, label_smoothing=0.1))
