@@ -24,7 +24,8 @@ from ..masks import causal_mask as reference_causal_mask
 from ..masks import padding_mask
 from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
 
-__all__ = ["check_softmax", "check_attention_scores", "check_causal_mask", "check_scaled_dot_product_attention"]
+__all__ = ["check_softmax", "check_attention_scores", "check_causal_mask", "check_scaled_dot_product_attention",
+           "attention_variant", "probe_attention_core", "INNER_MISTAKES"]
 
 HINT_AXIS = "take the softmax over the last axis (dim=-1, the keys), so that each query's row sums to 1."
 HINT_ROW_SUM = "divide by each row's own sum (.sum(dim=-1, keepdim=True)), not by the sum of the whole tensor."
@@ -94,6 +95,41 @@ def _attention_variant(q, k, v, mask=None, scale="sqrt", axis=-1, kq=False, mask
     if mask is not None and mask_mode == "after":
         attn_weights = attn_weights.masked_fill(~mask, 0.0)
     return attn_weights @ v, attn_weights
+
+
+attention_variant = _attention_variant  # public: the composite checks (lessons 04, 08) reuse it
+
+# lesson 03's mistakes, as switches of attention_variant; composite checks look for them inside
+INNER_MISTAKES = {HINT_NO_SCALE: dict(scale="none"), HINT_SCALE_DK: dict(scale="d_k"), HINT_SCALE_T: dict(scale="T"),
+                  HINT_AXIS: dict(axis=-2), HINT_KQ: dict(kq=True), HINT_MASK_AFTER: dict(mask_mode="after"),
+                  HINT_MASK_ZERO: dict(mask_mode="zero"), HINT_MASK_INVERTED: dict(mask_mode="inverted"),
+                  HINT_MASK_IGNORED: dict(mask_mode="ignore")}
+
+
+def probe_attention_core(run, what: str) -> None:
+    """Find a lesson-03 mistake inside a composite function (multi-head, cross-attention).
+
+    ``run(x_q, x_kv, mask)`` calls the learner's function with ONE head and IDENTITY weight
+    matrices, so that its output is softmax(Q K^T / sqrt(d_k)) V itself, with Q = x_q, K = V = x_kv.
+    Raises CheckFailed naming the mistake when that output is what a typical wrong attention
+    returns; returns quietly when the attention is right or the mistake is elsewhere.
+    """
+    gen = torch.Generator().manual_seed(3)
+    x_q, x_kv = torch.randn(2, 5, 8, generator=gen), torch.randn(2, 5, 8, generator=gen)  # T = 5 != d_k = 8
+    mask = padding_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]))                 # (B, 1, 1, T_k)
+    out = call(run, x_q.clone(), x_kv.clone(), mask)
+    if not isinstance(out, torch.Tensor) or out.shape != x_q.shape:
+        return
+    q, kv = x_q[:, None], x_kv[:, None]                                  # one head: (B, 1, T, d_k)
+    right = reference_attention(q, kv, kv, mask=mask)[0][:, 0]           # (B, 1, T, d_k) -> (B, T, d_k)
+    if torch.allclose(out.detach().float(), right, atol=1e-5, rtol=1e-4):
+        return
+    for hint, switches in INNER_MISTAKES.items():
+        wrong = _attention_variant(q, kv, kv, mask, **switches)[0][:, 0]
+        if torch.allclose(out.detach().float(), wrong, atol=1e-5, rtol=1e-4, equal_nan=True):
+            raise CheckFailed(f"The attention inside {what} has a mistake (found by running it with one head and "
+                              "identity weights, where its output is softmax(Q K^T / sqrt(d_k)) V itself)",
+                              f"{hint} (the same step as lesson 03's scaled_dot_product_attention exercise)")
 
 
 def _expect_grads(fn, inputs, names, reference_fn, what):

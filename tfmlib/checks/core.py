@@ -20,6 +20,7 @@ Writing a check:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import linecache
 import sys
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CheckResult", "CheckFailed", "check", "call", "expect_close", "expect_shape", "expect_tensor",
-           "grad_of"]
+           "grad_of", "explain_failure"]
 
 
 class CheckFailed(Exception):
@@ -161,6 +162,32 @@ def grad_of(fn, *inputs: torch.Tensor, seed: int = 0):
         raise CheckFailed(f"gradients could not flow through your code: {e}",
                           "avoid .detach(), .item(), .numpy() or in-place edits of tensors that need gradients.") from None
     return grads
+
+
+@contextlib.contextmanager
+def explain_failure(*probes):
+    """Turn a vague failure ("values differ", no hint) into a diagnosis.
+
+    Each probe is called only when the block raised a CheckFailed without a hint; a probe runs the
+    learner's code the way a unit check does (e.g. one head, identity weights, so that a composite
+    function IS its inner piece) and raises CheckFailed naming the inner mistake, or returns quietly.
+    The first probe that names one wins; its message is added to the original one.
+
+        with explain_failure(lambda: probe_attention_core(run, "your multi_head_attention")):
+            expect_close(out, expected, "output")
+    """
+    try:
+        yield
+    except CheckFailed as failure:
+        if failure.hint is None:
+            for probe in probes:
+                try:
+                    probe()
+                except CheckFailed as inner:
+                    raise CheckFailed(f"{failure.message}. {inner.message}", inner.hint) from None
+                except Exception:  # noqa: BLE001 - a probe that cannot run explains nothing
+                    continue
+        raise
 
 
 def check(name: str):

@@ -23,7 +23,8 @@ import torch.nn as nn
 from ..decoder import DecoderBlock
 from ..masks import causal_mask
 from ..multihead import MultiHeadAttention
-from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
+from .attention import probe_attention_core
+from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, explain_failure, grad_of
 
 __all__ = ["check_shift_right", "check_cross_attention", "check_decoder_block"]
 
@@ -174,7 +175,11 @@ def check_cross_attention(fn) -> int:
         W_q, W_k, W_v, W_o = (torch.randn(C, C) / math.sqrt(C) for _ in range(4))
         mask = None if lengths is None else _padding(lengths, S)
         expected = _reference_cross_attention(x_dec, memory, W_q, W_k, W_v, W_o, H, mask)
-        out = expect_tensor(call(fn, x_dec, memory, W_q, W_k, W_v, W_o, H, mask), f"output for {what}")
+        eye = torch.eye(8)
+        probe = explain_failure(lambda: probe_attention_core(
+            lambda x_q, x_kv, m: fn(x_q, x_kv, eye, eye, eye, eye, 1, m), "your cross_attention"))
+        with probe:
+            out = expect_tensor(call(fn, x_dec, memory, W_q, W_k, W_v, W_o, H, mask), f"output for {what}")
         if S != T and tuple(out.shape) == (B, S, C):
             raise CheckFailed(f"output for {what}: expected shape {(B, T, C)}, got {tuple(out.shape)}", SWAPPED)
         Ws = (W_q, W_k, W_v, W_o)
@@ -190,7 +195,9 @@ def check_cross_attention(fn) -> int:
         if mask is not None:
             mistakes += [(MASK_IGNORED, partial(_wrong_cross_attention, x_dec, memory, *Ws, H, None)),
                          (MASK_INVERTED, partial(_wrong_cross_attention, x_dec, memory, *Ws, H, mask, invert_mask=True))]
-        _compare(out, expected, f"output for {what}", mistakes, shape_hint=SHAPE)
+        with explain_failure(lambda: probe_attention_core(
+                lambda x_q, x_kv, m: fn(x_q, x_kv, eye, eye, eye, eye, 1, m), "your cross_attention")):
+            _compare(out, expected, f"output for {what}", mistakes, shape_hint=SHAPE)
         if lengths is not None:  # gradients reach both the decoder states and the encoder output
             def learner(x, m):
                 return fn(x, m, W_q, W_k, W_v, W_o, H, mask)
