@@ -51,3 +51,128 @@ def test_cross_attention_check_names_the_attention_mistake_inside(switches, hint
     result = dec.check_cross_attention(functools.partial(_cross, **switches))
     assert_fails(result, hint)
     assert result.hint is not None
+
+
+# ---------------------------------------------------------------- 7. hints that fit the symptom
+def _softmax(scores):
+    e = torch.exp(scores - scores.max(dim=-1, keepdim=True).values)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def test_a_float64_result_passes_gradients_included():
+    assert_passes(at.check_softmax(lambda x: _softmax(x.double())))
+    assert_passes(at.check_attention_scores(lambda q, k: q.double() @ k.double().transpose(-2, -1) / q.shape[-1] ** 0.5))
+
+    def sdpa64(q, k, v, mask=None):
+        context, weights = learner_attention(q.double(), k.double(), v.double(), mask)
+        return context, weights.masked_fill(~mask.any(-1, keepdim=True), 0.0) if mask is not None else weights
+
+    def sdpa64_fixed(q, k, v, mask=None):
+        weights = sdpa64(q, k, v, mask)[1]
+        return weights @ v.double(), weights
+    assert_passes(at.check_scaled_dot_product_attention(sdpa64_fixed))
+
+
+def test_nan_in_a_row_with_nothing_to_attend_to_gets_its_own_hint():
+    result = at.check_scaled_dot_product_attention(learner_attention)  # right, except NaN for the empty row
+    assert_fails(result, at.HINT_EMPTY_ROW)
+    assert "Subtract each row's max" not in repr(result)
+
+
+def test_swapped_pair_of_equal_shapes_and_weights_at_k():
+    def swapped(q, k, v, mask=None):
+        context, weights = learner_attention(q, k, v, mask)
+        return weights, context
+    # with d_v = T_k the two tensors have the same shape: the check still says "swapped"
+    from tfmlib.checks.core import CheckFailed
+    q, k, v = torch.randn(2, 4, 8), torch.randn(2, 4, 8), torch.randn(2, 4, 4)
+    with pytest.raises(CheckFailed, match="swapped") as info:
+        at._attention_case(swapped, q, k, v, None, "equal shapes")
+    assert info.value.hint == at.HINT_ORDER
+
+    def weights_at_k(q, k, v, mask=None):
+        context, weights = learner_attention(q, k, v, mask)
+        return weights @ k, weights
+    assert_fails(at.check_scaled_dot_product_attention(weights_at_k), at.HINT_WEIGHTS_K)
+
+
+def test_right_values_in_the_wrong_shape_get_a_hint():
+    from tfmlib.checks import check, call, expect_close
+
+    @check("double")
+    def check_double(fn):
+        x = torch.randn(3, 4)
+        expect_close(call(fn, x), 2 * x, "output")
+
+    result = check_double(lambda x: (2 * x).T.reshape(3, 4))
+    assert_fails(result, "values are right but arranged")
+    result = check_double(lambda x: (2 * x).flatten())
+    assert_fails(result, "view/reshape")
+
+
+def test_changing_the_callers_tensor_in_place_fails():
+    def softmax_in_place(scores):
+        scores -= scores.max(dim=-1, keepdim=True).values   # edits the caller's tensor
+        e = scores.exp()
+        return e / e.sum(dim=-1, keepdim=True)
+    result = at.check_softmax(softmax_in_place)   # the gradient case trips PyTorch's in-place error
+    assert_fails(result, "in-place")
+    assert "clone" in result.hint
+    from tfmlib.checks import check, call, expect_close
+
+    @check("double")
+    def check_double(fn):  # no gradient case: only comparing the input before and after can tell
+        x = torch.randn(3, 4)
+        expect_close(call(fn, x.clone()), 2 * x, "output")
+
+    result = check_double(lambda x: x.mul_(2))
+    assert_fails(result, "changed its input `x` in place")
+    assert "clone" in result.hint
+
+
+# ---------------------------------------------------------------- 8. code that never returns
+def test_an_endless_loop_gets_a_verdict_within_the_time_limit(monkeypatch):
+    import tfmlib.checks.core as core
+    monkeypatch.setattr(core, "TIME_LIMIT_S", 0.5)
+
+    def forever(scores):
+        while True:
+            scores = scores + 0
+
+    start = time.perf_counter()
+    result = at.check_softmax(forever)
+    assert time.perf_counter() - start < 5
+    assert_fails(result, "did not finish within 0.5 s")
+    assert "loop" in result.hint
+    assert_passes(at.check_softmax(_softmax))  # the alarm is off again afterwards
+
+
+# ---------------------------------------------------------------- 9. stubs named, try-it cells without tracebacks
+def test_not_implemented_names_the_helper_that_is_still_a_stub():
+    def causal_mask(T):
+        raise NotImplementedError("write your code here")
+
+    def sdpa(q, k, v, mask=None):
+        mask = causal_mask(q.shape[-2]) if mask is None else mask
+        return learner_attention(q, k, v, mask)
+    result = at.check_scaled_dot_product_attention(sdpa)
+    assert result.status == "not implemented"
+    assert "`causal_mask` is still a stub" in result.message
+
+
+def test_try_it_prints_one_line_instead_of_a_traceback(capsys):
+    from tfmlib.checks import try_it
+
+    def causal_mask(T):
+        raise NotImplementedError("write your code here")
+
+    with try_it():
+        causal_mask(3)
+    assert "`causal_mask`, which is still a stub" in capsys.readouterr().out
+    with try_it():
+        torch.ones(2, 3) @ torch.ones(2, 3)
+    out = capsys.readouterr().out
+    assert out.startswith("❌") and "RuntimeError" in out and "Traceback" not in out
+    with try_it():
+        print("fine")
+    assert capsys.readouterr().out == "fine\n"

@@ -49,6 +49,10 @@ HINT_MASK_INVERTED = ("True in a mask means 'may attend': fill the scores where 
 HINT_MASK_ZERO = "a blocked score must become -inf before the softmax: a score of 0 still gets weight."
 HINT_MASK_IGNORED = "the mask was ignored: fill the blocked scores with -inf before the softmax."
 HINT_ORDER = "return the pair in the order (context, attn_weights)."
+HINT_WEIGHTS_K = "the weighted sum is over the VALUES: context = attn_weights @ v, not attn_weights @ k."
+HINT_EMPTY_ROW = ("a query whose keys are ALL masked has nothing to attend to: its softmax is 0 / 0 = NaN. Give "
+                  "such rows weights of 0 (so their context is 0), as PyTorch does: after the softmax, "
+                  "attn_weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0).")
 HINT_PAIR = "return two tensors: (context, attn_weights)."
 HINT_CAUSAL_INVERTED = ("True must mean 'may attend' (the course's and PyTorch's convention): you returned the "
                         "blocked positions. Query i may attend to keys 0..i.")
@@ -258,6 +262,9 @@ def _attention_pair(out, q, v, T_k: int, what: str):
     if tuple(context.shape) == weights_shape and tuple(attn_weights.shape) == context_shape \
             and context_shape != weights_shape:
         raise CheckFailed(f"{what}: the first tensor has the weights' shape {weights_shape}", HINT_ORDER)
+    if tuple(context.shape) != context_shape and tuple(context.shape) == (*q.shape[:-1], q.shape[-1]):
+        raise CheckFailed(f"{what}: context has shape {tuple(context.shape)} (…, T_q, d_k), expected "
+                          f"{context_shape} (…, T_q, d_v)", HINT_WEIGHTS_K)
     return context, attn_weights
 
 
@@ -277,10 +284,16 @@ def _attention_case(fn, q, k, v, mask, what, mask_mistakes=False):
             and attn_weights.shape == expected_weights.transpose(-2, -1).shape:
         raise CheckFailed(f"{what}: attn_weights have shape {tuple(attn_weights.shape)}, expected "
                           f"{tuple(expected_weights.shape)} (…, T_q, T_k)", HINT_KQ)
+    if context.shape == expected_weights.shape and attn_weights.shape == expected_context.shape \
+            and torch.allclose(context.detach().float(), expected_weights, atol=1e-5, rtol=1e-4) \
+            and torch.allclose(attn_weights.detach().float(), expected_context, atol=1e-5, rtol=1e-4):
+        raise CheckFailed(f"{what}: the two tensors are right but swapped", HINT_ORDER)
+    empty_rows = mask is not None and not bool(mask.any(dim=-1).all())
     expect_close(attn_weights, expected_weights, f"{what}: attn_weights",
-                 mistakes={hint: w for hint, (_, w) in wrong.items()}, hint=HINT_UNSTABLE)
+                 mistakes={hint: w for hint, (_, w) in wrong.items()},
+                 hint=HINT_EMPTY_ROW if empty_rows else HINT_UNSTABLE, empty_row_hint=HINT_EMPTY_ROW)
     expect_close(context, expected_context, f"{what}: context",
-                 mistakes={hint: c for hint, (c, _) in wrong.items()},
+                 mistakes={**{hint: c for hint, (c, _) in wrong.items()}, HINT_WEIGHTS_K: expected_weights @ k},
                  hint="the weights are right: context = attn_weights @ v.")
 
 
@@ -302,8 +315,11 @@ def check_scaled_dot_product_attention(fn):
         _attention_case(fn, q, k, v, mask, what, mask_mistakes=mask is not None)
     q, k, v = torch.randn(2, 5, 8) * 30, torch.randn(2, 5, 8) * 30, torch.randn(2, 5, 4)
     _attention_case(fn, q, k, v, None, "large scores (q and k of size about 30)")
+    empty = torch.tensor([[True, True, False], [False, False, False], [True, False, True]])  # query 1: no key
+    q, k, v = torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 4)
+    _attention_case(fn, q, k, v, empty, "a query with nothing to attend to (mask row 1 all False)")
     mask = reference_causal_mask(6)
     inputs = [torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 4)]
     _expect_grads(functools.partial(fn, mask=mask), inputs, ["q", "k", "v"],
                   functools.partial(reference_attention, mask=mask), "causal self-attention (2, 2, 6, 8)")
-    return len(cases) + 2
+    return len(cases) + 3
