@@ -25,80 +25,18 @@ from __future__ import annotations
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
 from .tasks import (DATE_FORMATS, TASKS, TaskSplits, format_date, make_task,  # noqa: F401 - re-exported
                     number_to_words, split_of)
 from .utils import check_tensor
+from .vocab import SPECIALS, Vocab, pad_sequences  # noqa: F401 - re-exported
 
 __all__ = ["Vocab", "pad_sequences", "shift_right", "TASKS", "TaskSplits", "make_task", "split_of",
            "encode_pairs", "encode_labels", "Batches", "PadCollate", "LMBatches", "load_corpus", "download_text",
            "number_to_words", "format_date", "DATE_FORMATS"]
-
-SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-
-
-class Vocab:
-    """Characters <-> ids, with <pad> = 0, <bos> = 1, <eos> = 2, <unk> = 3 first."""
-
-    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
-
-    def __init__(self, symbols: Iterable[str]):
-        symbols = [s for s in dict.fromkeys(symbols) if s not in SPECIALS]  # unique, order kept
-        self.itos: list[str] = [*SPECIALS, *symbols]
-        self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "Vocab":
-        """Every character that occurs in ``texts``, sorted."""
-        return cls(sorted(set("".join(texts))))
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __repr__(self) -> str:
-        return f"Vocab(size={len(self)}, symbols={''.join(self.itos[len(SPECIALS):])!r})"
-
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = [self.stoi.get(ch, self.unk_id) for ch in text]
-        return [self.bos_id] * bos + ids + [self.eos_id] * eos
-
-    def decode(self, ids, keep_special: bool = False) -> str:
-        """ids -> text. Stops at the first <eos> and drops <pad>/<bos> unless ``keep_special``."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            if not keep_special:
-                if i == self.eos_id:
-                    break
-                if i in (self.pad_id, self.bos_id):
-                    continue
-            out.append(self.itos[i] if 0 <= i < len(self.itos) else SPECIALS[self.unk_id])
-        return "".join(out)
-
-    def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False,
-                     length: int | None = None) -> torch.Tensor:
-        """Texts -> (B, T) ids, right-padded with <pad> (T = longest, or ``length``)."""
-        return pad_sequences([self.encode(t, bos, eos) for t in texts], self.pad_id, length)
-
-    def decode_batch(self, ids: torch.Tensor) -> list[str]:
-        return [self.decode(row) for row in ids]
-
-
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None) -> torch.Tensor:
-    """Lists of ids -> one (B, T) LongTensor, right-padded with ``pad_id``."""
-    longest = max((len(s) for s in seqs), default=0)
-    length = longest if length is None else length
-    if length < longest:
-        raise ValueError(f"length={length} is shorter than the longest sequence ({longest} ids)")
-    out = torch.full((len(seqs), length), pad_id, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        out[row, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
-
 
 def shift_right(tgt: torch.Tensor, bos_id: int) -> torch.Tensor:
     """Teacher forcing input: (B, T) targets y1..yT -> (B, T) decoder input <bos> y1..y_{T-1}.
