@@ -66,15 +66,23 @@ def encode_labels(examples: Sequence[tuple[str, int]], vocab: Vocab) -> tuple[to
 @dataclass(frozen=True)
 class PadCollate:
     """collate_fn for torch's DataLoader over examples that are tuples of id lists (or numbers):
-    id lists become one right-padded (B, T) LongTensor, numbers a (B,) tensor."""
+    id lists become one right-padded (B, T) LongTensor, numbers a (B,) tensor.
+
+    Each column is padded to its own longest row, with ``pad_id``, or with ``pad_values[i]`` for
+    column i when given: per-token labels must be padded with -100 (ignored by the loss), not with
+    a token id, e.g. PadCollate(pad_id=0, pad_values=(0, -100)) for (ids, labels)."""
 
     pad_id: int = 0
+    pad_values: tuple | None = None
 
     def __call__(self, examples: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
         columns = list(zip(*examples))
-        return tuple(pad_sequences([list(x) for x in col], self.pad_id)
+        if self.pad_values is not None and len(self.pad_values) != len(columns):
+            raise ValueError(f"pad_values has {len(self.pad_values)} entries for {len(columns)} columns")
+        pads = self.pad_values or (self.pad_id,) * len(columns)
+        return tuple(pad_sequences([list(x) for x in col], pad)
                      if isinstance(col[0], (list, tuple, torch.Tensor)) else torch.tensor(col)
-                     for col in columns)
+                     for col, pad in zip(columns, pads))
 
 
 class Batches:
@@ -82,12 +90,23 @@ class Batches:
 
     ``batch_at(step)`` is a pure function of (seed, step): epoch = step // len(self) picks a
     permutation, so a resumed run sees exactly the batches an uninterrupted one would.
-    Iterating yields one epoch (the next one each time). With ``pad_id`` each batch is cut
-    to its longest row (right padding) for 2-D integer tensors.
+    Iterating yields one epoch (the next one each time).
+
+    Trimming padding (``pad_id``): each batch drops the columns that are padding in every row.
+    By default each 2-D integer tensor is cut to ITS OWN longest row, which is right for tensors
+    of unrelated lengths, e.g. (src, tgt). Tensors whose columns belong together (inputs and
+    their per-token labels or masks, such as BERT's (inputs, labels with -100)) must keep one
+    length: name them in ``same_length``, groups of tensor positions, e.g. ``same_length=[(0, 1)]``.
+    A group is cut to the longest row of its FIRST tensor (the one padded with ``pad_id``); the
+    others (labels, float or bool masks) follow, whatever values they hold.
+
+        Batches(src, tgt, pad_id=0)                                 # src and tgt trimmed separately
+        Batches(inputs, labels, pad_id=0, same_length=[(0, 1)])    # one length for both
     """
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int = 64, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, pad_id: int | None = None, device=None):
+                 seed: int = 0, drop_last: bool = False, pad_id: int | None = None,
+                 same_length: Sequence[Sequence[int]] = (), device=None):
         if not tensors:
             raise ValueError("Batches needs at least one tensor")
         n = tensors[0].shape[0]
@@ -103,12 +122,42 @@ class Batches:
         self.tensors = tuple(t.to(device) if device is not None else t for t in tensors)
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.n_batches = n // batch_size if drop_last else -(-n // batch_size)
-        self.lengths = [self._row_lengths(t, pad_id) for t in self.tensors]
+        self.groups = self._length_groups(self.tensors, pad_id, same_length)  # [(positions, lengths (N,))]
         self._epoch, self._order, self._iterations = -1, None, 0
 
+    @classmethod
+    def _length_groups(cls, tensors, pad_id, same_length) -> list:
+        """Which tensors are trimmed together, and the row lengths that decide it."""
+        if pad_id is None:
+            if same_length:
+                raise ValueError("same_length needs pad_id: it says which tensors are trimmed together")
+            return []
+        grouped, groups = set(), []
+        for group in same_length:
+            group = tuple(group)
+            bad = [i for i in group if not (isinstance(i, int) and 0 <= i < len(tensors))]
+            if len(group) < 2 or bad or grouped & set(group) or len(set(group)) < len(group):
+                raise ValueError(f"same_length must hold groups of at least two distinct positions of the "
+                                 f"{len(tensors)} tensors, each in one group; got {list(same_length)!r}")
+            widths = {i: tuple(tensors[i].shape[1:2]) for i in group}
+            if any(tensors[i].dim() < 2 for i in group) or len(set(widths.values())) > 1:
+                raise ValueError(f"tensors in a same_length group must share their second dimension T: "
+                                 f"shapes {[tuple(tensors[i].shape) for i in group]}")
+            lengths = cls._row_lengths(tensors[group[0]], pad_id)
+            if lengths is None:
+                raise ValueError(f"the first tensor of a same_length group decides the length: tensors[{group[0]}] "
+                                 f"must be a 2-D integer tensor padded with pad_id={pad_id}")
+            grouped.update(group)
+            groups.append((group, lengths))
+        for i, t in enumerate(tensors):
+            lengths = None if i in grouped else cls._row_lengths(t, pad_id)
+            if lengths is not None:
+                groups.append(((i,), lengths))
+        return groups
+
     @staticmethod
-    def _row_lengths(t: torch.Tensor, pad_id: int | None):
-        if pad_id is None or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
+    def _row_lengths(t: torch.Tensor, pad_id: int):
+        if t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
             return None
         real = t != pad_id                                    # (N, T)
         last = real.flip(1).int().argmax(1)                    # distance of the last real id from the end
@@ -132,12 +181,11 @@ class Batches:
         epoch, i = divmod(step, self.n_batches)
         idx = self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         idx = idx.to(self.tensors[0].device)
-        out = []
-        for t, lengths in zip(self.tensors, self.lengths):
-            rows = t[idx]
-            if lengths is not None:
-                rows = rows[:, :max(1, int(lengths[idx].max()))]  # drop all-padding columns
-            out.append(rows)
+        out = [t[idx] for t in self.tensors]
+        for positions, lengths in self.groups:
+            width = max(1, int(lengths[idx].max()))             # drop the columns that are padding in every row
+            for i in positions:
+                out[i] = out[i][:, :width]
         return tuple(out)
 
     def __iter__(self):
