@@ -338,3 +338,17 @@ def test_softmax_and_losses_with_half_and_extreme_values_equal_pytorch():
     half = torch.tensor([[60000.0, -60000.0, 0.0], [1e-3, 0.0, -1e-3]]).half()  # near float16's limit
     torch.testing.assert_close(label_smoothed_cross_entropy(half, targets, 0.1),
                                F.cross_entropy(half.float(), targets, label_smoothing=0.1))
+
+
+# ---------------------------------------------------------------- hygiene: token vectors do not dwarf positions
+def test_scaled_token_embedding_starts_at_the_size_of_the_sinusoidal_table():
+    from tfmlib import TokenEmbedding, sinusoidal_encoding
+    torch.manual_seed(0)
+    for d_model in (16, 64, 512):
+        emb = TokenEmbedding(1000, d_model)                      # scale=True: x sqrt(C)
+        vectors = emb(torch.arange(1000)[None])                  # (1, V, C)
+        token_rms = vectors.pow(2).mean().sqrt().item()
+        position_rms = sinusoidal_encoding(128, d_model).pow(2).mean().sqrt().item()   # ~0.71
+        assert 0.9 < token_rms < 1.1 and 0.5 < token_rms / position_rms < 2.0
+    padded = TokenEmbedding(10, 8, padding_idx=0)
+    assert torch.equal(padded(torch.tensor([[0]])), torch.zeros(1, 1, 8))
