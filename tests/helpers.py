@@ -24,10 +24,22 @@ def assert_passes(result):
     assert result.status == "passed", repr(result)
 
 
-def assert_fails(result, hint_text):
-    """The check failed and its message or hint contains ``hint_text``."""
+def assert_fails(result, hint_text=None):
+    """The check failed, without a traceback, and its message or hint contains ``hint_text``."""
     assert result.status == "failed", repr(result)
-    assert hint_text in repr(result), f"expected {hint_text!r} in:\n{result!r}"
+    assert "Traceback" not in repr(result)
+    if hint_text is not None:
+        assert hint_text in repr(result), f"expected {hint_text!r} in:\n{result!r}"
+
+
+def verdict(result, status, hint=None, in_hint=False):
+    """The check ended with ``status``, without a traceback; ``hint`` is in the hint (in_hint=True)
+    or anywhere in the verdict."""
+    assert result.status == status, repr(result)
+    if hint is not None:
+        where = result.hint or "" if in_hint else repr(result)
+        assert hint in where, repr(result)
+    assert "Traceback" not in repr(result)
 
 
 def learner_attention(q, k, v, mask=None, *, scale="sqrt", kq=False, mask_mode="fill", axis=-1):

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CheckResult", "CheckFailed", "check", "call", "expect_close", "expect_shape", "expect_tensor",
-           "grad_of", "explain_failure", "try_it", "stub_name", "TIME_LIMIT_S"]
+           "grad_of", "explain_failure", "try_it", "stub_name", "allclose", "copy_reference_weights", "vary_norms",
+           "TIME_LIMIT_S"]
 
 TIME_LIMIT_S = float(os.environ.get("TFM_CHECK_TIME_LIMIT", "30"))
 HINT_EMPTY_ROW = ("NaN where the reference has a row of zeros: that row has nothing to attend to (every key masked, "
@@ -138,7 +139,7 @@ def call(fn, *args, **kwargs):
     snapshots = [(name, t, t.detach().clone()) for name, t in inputs]
     try:
         out = fn(*args, **kwargs)
-    except NotImplementedError as e:
+    except NotImplementedError:
         raise _NotImplementedYet(stub_name(sys.exc_info()[2]) or "") from None
     except CheckFailed:
         raise
@@ -179,21 +180,29 @@ def expect_shape(x, shape, what: str, hint: str | None = None) -> torch.Tensor:
     return x
 
 
-def expect_close(actual, expected: torch.Tensor, what: str, mistakes: dict | None = None,
+def allclose(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """Same shape and values within tolerance (NaN equals NaN); any dtype is compared in expected's."""
+    return actual.shape == expected.shape and torch.allclose(actual.detach().to(expected.dtype), expected.detach(),
+                                                             atol=atol, rtol=rtol, equal_nan=True)
+
+
+def expect_close(actual, expected: torch.Tensor, what: str, mistakes: dict | list | None = None,
                  atol: float = 1e-5, rtol: float = 1e-4, hint: str | None = None,
-                 empty_row_hint: str = HINT_EMPTY_ROW) -> None:
-    """Compare with the reference. ``mistakes`` maps a hint to what a typical wrong version returns:
-    when the learner's output matches one of them, that hint is given. NaN exactly in rows where the
-    reference is all zeros (nothing to attend to / no real token) gets ``empty_row_hint``; other
-    wrong values get ``hint``."""
-    actual = expect_shape(actual, expected.shape, what, hint=_shape_hint(actual, expected))
+                 empty_row_hint: str = HINT_EMPTY_ROW, shape_hint: str | None = None) -> None:
+    """Compare with the reference. ``mistakes`` says what typical wrong versions return: a dict
+    {hint: wrong output} or a list of (hint, wrong output) pairs (one hint may have several forms);
+    a wrong output may be a function computing it, called only when needed. When the learner's
+    output matches one, that hint is given. NaN exactly in rows where the reference is all zeros
+    (nothing to attend to / no real token) gets ``empty_row_hint``; other wrong values get ``hint``."""
+    actual = expect_shape(actual, expected.shape, what, hint=shape_hint or _shape_hint(actual, expected))
     actual = actual.detach().to(expected.dtype)
     expected = expected.detach()
     if torch.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True):
         return
-    for mistake_hint, wrong in (mistakes or {}).items():
-        wrong = wrong.detach()
-        if wrong.shape == actual.shape and torch.allclose(actual, wrong, atol=atol, rtol=rtol, equal_nan=True):
+    pairs = mistakes.items() if isinstance(mistakes, dict) else (mistakes or [])
+    for mistake_hint, wrong in pairs:
+        wrong = wrong() if callable(wrong) else wrong
+        if allclose(actual, wrong.detach(), atol=atol, rtol=rtol):
             raise CheckFailed(f"{what}: values differ from the reference", mistake_hint)
     if torch.isnan(actual).any() and not torch.isnan(expected).any():
         if actual.dim() and bool(((expected == 0).all(-1) | ~torch.isnan(actual).any(-1)).all()):
@@ -228,6 +237,30 @@ def _shape_hint(actual, expected) -> str | None:
     if actual.numel() == expected.numel():
         return "the right number of elements in the wrong shape: check your view/reshape."
     return None
+
+
+def copy_reference_weights(block, sources: dict, keep_hint: str) -> None:
+    """Load each reference submodule's weights into the learner's submodule of the same name, so that
+    the learner's block and the reference compute with identical weights.
+
+    sources: {attribute name in the learner's block: reference nn.Module}. A missing submodule or one
+    whose parameters do not fit fails the check with ``keep_hint`` ("keep the given __init__ ...")."""
+    missing = [name for name in sources if not isinstance(getattr(block, name, None), torch.nn.Module)]
+    if missing:
+        raise CheckFailed(f"your block has no submodule(s) {missing}", keep_hint)
+    for name, source in sources.items():
+        try:
+            getattr(block, name).load_state_dict(source.state_dict())
+        except RuntimeError as e:
+            raise CheckFailed(f"could not copy the reference weights into {name}: {e}", keep_hint) from None
+
+
+def vary_norms(*norms) -> None:
+    """Give LayerNorms weights and biases that are not 1 and 0, so that a misplaced norm shows."""
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0.0, 0.3)
 
 
 def grad_of(fn, *inputs: torch.Tensor, seed: int = 0):
