@@ -134,7 +134,6 @@ def _mha_variant(x_q, x_kv, W_q, W_k, W_v, W_o, n_heads, mask=None, *, split="fe
                  use_w_o=True, scale="head", kv="interleave", mask_mode="keep", softmax_dim=-1):
     """The exercise's forward, with switches that reproduce the usual mistakes (defaults = correct)."""
     B, T_q, C = x_q.shape
-    T_k = x_kv.shape[1]
     hs = C // n_heads
     H_kv = W_k.shape[1] // hs
 
