@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CheckResult", "CheckFailed", "check", "call", "expect_close", "expect_shape", "expect_tensor",
-           "grad_of", "explain_failure", "try_it", "stub_name", "allclose", "copy_reference_weights", "vary_norms",
+           "grad_of", "explain_failure", "try_it", "stub_name", "allclose", "copy_reference_weights", "vary_norms", "hint_for_shape",
            "TIME_LIMIT_S"]
 
 TIME_LIMIT_S = float(os.environ.get("TFM_CHECK_TIME_LIMIT", "30"))
@@ -194,7 +194,7 @@ def expect_close(actual, expected: torch.Tensor, what: str, mistakes: dict | lis
     a wrong output may be a function computing it, called only when needed. When the learner's
     output matches one, that hint is given. NaN exactly in rows where the reference is all zeros
     (nothing to attend to / no real token) gets ``empty_row_hint``; other wrong values get ``hint``."""
-    actual = expect_shape(actual, expected.shape, what, hint=shape_hint or _shape_hint(actual, expected))
+    actual = expect_shape(actual, expected.shape, what, hint=shape_hint or hint_for_shape(actual, expected))
     actual = actual.detach().to(expected.dtype)
     expected = expected.detach()
     if torch.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True):
@@ -224,7 +224,8 @@ def _same_values(actual: torch.Tensor, expected: torch.Tensor) -> bool:
     return torch.allclose(a, e, atol=1e-5, rtol=1e-4, equal_nan=True)
 
 
-def _shape_hint(actual, expected) -> str | None:
+def hint_for_shape(actual, expected) -> str | None:
+    """A hint for output of the wrong shape: a tuple, the right values rearranged, sizes permuted."""
     if isinstance(actual, (tuple, list)):
         return "return one tensor, not a tuple or list."
     if not isinstance(actual, torch.Tensor):

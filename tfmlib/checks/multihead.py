@@ -20,7 +20,7 @@ from ..attention import scaled_dot_product_attention
 from ..masks import causal_mask
 from ..multihead import merge_heads, repeat_kv, split_heads
 from .attention import probe_attention_core
-from .core import CheckFailed, call, check, expect_close, expect_tensor, explain_failure, grad_of
+from .core import CheckFailed, call, check, expect_close, expect_tensor, explain_failure, grad_of, hint_for_shape
 
 __all__ = ["check_split_heads", "check_merge_heads", "check_repeat_kv", "check_multi_head_attention",
            "HINT_SPLIT_TOKENS", "HINT_SPLIT_STRIDED", "HINT_SPLIT_NO_TRANSPOSE", "HINT_MERGE_NO_TRANSPOSE",
@@ -50,11 +50,13 @@ HINT_MASK_INVERTED = "the mask is inverted: True means 'may attend', so fill -in
 HINT_SOFTMAX_AXIS = "take the softmax over the keys (the last axis), so that each query's weights sum to 1."
 
 
-def _expect_shape(x, shape, what: str, shape_hints: dict) -> torch.Tensor:
+def _expect_shape(x, shape, what: str, shape_hints: dict, expected: torch.Tensor | None = None) -> torch.Tensor:
     """Like core.expect_shape, with a hint chosen by the wrong shape the learner returned."""
     x = expect_tensor(x, what)
     if tuple(x.shape) != tuple(shape):
         hint = shape_hints.get(tuple(x.shape))
+        if hint is None and expected is not None:
+            hint = hint_for_shape(x, expected)
         if hint is None and x.numel() == math.prod(shape):
             hint = "the right number of elements in the wrong shape: check your view/reshape/transpose."
         raise CheckFailed(f"{what}: expected shape {tuple(shape)}, got {tuple(x.shape)}", hint)
@@ -225,7 +227,7 @@ def check_multi_head_attention(fn):
         with explain_failure(lambda: _probe(fn)):
             out = call(fn, *(a.clone() if torch.is_tensor(a) else a for a in args), mask=mask)
         expected = reference_multi_head_attention(*args, mask=mask)
-        _expect_shape(out, expected.shape, f"output on {what}", {})
+        _expect_shape(out, expected.shape, f"output on {what}", {}, expected)
         with explain_failure(lambda: _probe(fn)):
             expect_close(out, expected, f"output on {what}", mistakes=_mistakes(args, mask, gqa=H_kv < H))
     # gradients reach the inputs and every weight matrix
