@@ -176,3 +176,85 @@ def test_try_it_prints_one_line_instead_of_a_traceback(capsys):
     with try_it():
         print("fine")
     assert capsys.readouterr().out == "fine\n"
+
+
+# ---------------------------------------------------------------- 6. pointing to the helper exercise that is wrong
+NOTEBOOK_03 = '''
+import math, torch
+
+def softmax(scores):                      # exercise 1, wrong: divides by the sum of the whole tensor
+    e = torch.exp(scores - scores.max(dim=-1, keepdim=True).values)
+    return e / e.sum()
+
+def attention_scores(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+def scaled_dot_product_attention(q, k, v, mask=None):   # exercise 4: right, but uses the wrong softmax
+    attn_scores = attention_scores(q, k)
+    if mask is not None:
+        attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
+    attn_weights = softmax(attn_scores)
+    if mask is not None:
+        attn_weights = attn_weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    return attn_weights @ v, attn_weights
+'''
+
+NOTEBOOK_04 = '''
+import math, torch
+
+def split_heads(x, n_heads):              # exercise 1, wrong: head h takes features h, h + H, ...
+    B, T, C = x.shape
+    return x.view(B, T, C // n_heads, n_heads).permute(0, 3, 1, 2)
+
+def merge_heads(x):
+    B, H, T, hs = x.shape
+    return x.permute(0, 2, 3, 1).reshape(B, T, H * hs)   # consistent with the strided split
+
+def repeat_kv(x, n_rep):
+    return x.repeat_interleave(n_rep, dim=1)
+
+def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, n_heads, mask=None):
+    C = x_q.shape[-1]
+    hs = C // n_heads
+    n_kv = W_k.shape[1] // hs
+    q, k, v = split_heads(x_q @ W_q, n_heads), split_heads(x_kv @ W_k, n_kv), split_heads(x_kv @ W_v, n_kv)
+    k, v = repeat_kv(k, n_heads // n_kv), repeat_kv(v, n_heads // n_kv)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_o
+'''
+
+
+def _notebook(source):
+    namespace = {}
+    exec(compile(source, "<notebook>", "exec"), namespace)
+    return namespace
+
+
+def test_sdpa_check_points_to_the_wrong_softmax_it_calls():
+    nb = _notebook(NOTEBOOK_03)
+    result = at.check_scaled_dot_product_attention(nb["scaled_dot_product_attention"])
+    assert_fails(result, "Your `softmax`, which this code calls, fails its own check")
+    assert "fix `softmax` first" in result.hint
+
+
+def test_multi_head_check_points_to_the_wrong_split_heads_it_calls():
+    nb = _notebook(NOTEBOOK_04)
+    result = mh.check_multi_head_attention(nb["multi_head_attention"])
+    assert_fails(result, "Your `split_heads`")
+    assert mh.HINT_SPLIT_STRIDED in result.hint
+
+
+def test_encoder_block_check_points_to_the_wrong_residual_sublayer():
+    import tfmlib.checks.layers as cl
+    nb = _notebook('''
+def residual_sublayer(x, sublayer, norm, norm_first):   # wrong: normalises the skip path too
+    return norm(x) + sublayer(norm(x)) if norm_first else norm(x + sublayer(x))
+
+def encoder_block(x, self_attn, ffn, norm1, norm2, norm_first, mask=None):
+    x = residual_sublayer(x, lambda h: self_attn(h, mask=mask)[0], norm1, norm_first)
+    return residual_sublayer(x, ffn, norm2, norm_first)
+''')
+    result = cl.check_encoder_block(nb["encoder_block"])
+    assert_fails(result, "Your `residual_sublayer`")

@@ -23,6 +23,7 @@ from ..attention import scaled_dot_product_attention as reference_attention
 from ..masks import causal_mask as reference_causal_mask
 from ..masks import padding_mask
 from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
+from .probes import explain_failure, probe_helpers
 
 __all__ = ["check_softmax", "check_attention_scores", "check_causal_mask", "check_scaled_dot_product_attention",
            "attention_variant", "probe_attention_core", "INNER_MISTAKES"]
@@ -289,9 +290,11 @@ def _attention_case(fn, q, k, v, mask, what, mask_mistakes=False):
             and torch.allclose(attn_weights.detach().float(), expected_context, atol=1e-5, rtol=1e-4):
         raise CheckFailed(f"{what}: the two tensors are right but swapped", HINT_ORDER)
     empty_rows = mask is not None and not bool(mask.any(dim=-1).all())
+    blew_up = not bool(torch.isfinite(attn_weights.detach()).all())   # NaN/inf: the stability hint fits
     expect_close(attn_weights, expected_weights, f"{what}: attn_weights",
                  mistakes={hint: w for hint, (_, w) in wrong.items()},
-                 hint=HINT_EMPTY_ROW if empty_rows else HINT_UNSTABLE, empty_row_hint=HINT_EMPTY_ROW)
+                 hint=HINT_EMPTY_ROW if empty_rows else HINT_UNSTABLE if blew_up else None,
+                 empty_row_hint=HINT_EMPTY_ROW)
     expect_close(context, expected_context, f"{what}: context",
                  mistakes={**{hint: c for hint, (c, _) in wrong.items()}, HINT_WEIGHTS_K: expected_weights @ k},
                  hint="the weights are right: context = attn_weights @ v.")
@@ -310,6 +313,15 @@ def check_scaled_dot_product_attention(fn):
         ((2, 3, 4, 8), (2, 3, 7, 8), (2, 3, 7, 5), padding_mask(torch.tensor([[5, 3, 2, 7, 1, 0, 0], [4, 1, 0, 0, 0, 0, 0]])),
          "cross-attention (T_q=4, T_k=7) with a padding mask on the keys"),
     ]
+    helpers = explain_failure(lambda: probe_helpers(fn, {"softmax": check_softmax,
+                                                         "attention_scores": check_attention_scores,
+                                                         "causal_mask": check_causal_mask}))
+    with helpers:
+        _sdpa_cases(fn, cases)
+    return len(cases) + 3
+
+
+def _sdpa_cases(fn, cases) -> None:
     for shape_q, shape_k, shape_v, mask, what in cases:
         q, k, v = torch.randn(shape_q), torch.randn(shape_k), torch.randn(shape_v)
         _attention_case(fn, q, k, v, mask, what, mask_mistakes=mask is not None)
@@ -322,4 +334,3 @@ def check_scaled_dot_product_attention(fn):
     inputs = [torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 4)]
     _expect_grads(functools.partial(fn, mask=mask), inputs, ["q", "k", "v"],
                   functools.partial(reference_attention, mask=mask), "causal self-attention (2, 2, 6, 8)")
-    return len(cases) + 3

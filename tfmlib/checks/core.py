@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CheckResult", "CheckFailed", "check", "call", "expect_close", "expect_shape", "expect_tensor",
-           "grad_of", "explain_failure", "try_it", "stub_name", "allclose", "copy_reference_weights", "vary_norms", "hint_for_shape",
+           "grad_of", "stub_name", "allclose", "copy_reference_weights", "vary_norms", "hint_for_shape",
            "TIME_LIMIT_S"]
 
 TIME_LIMIT_S = float(os.environ.get("TFM_CHECK_TIME_LIMIT", "30"))
@@ -281,32 +281,6 @@ def grad_of(fn, *inputs: torch.Tensor, seed: int = 0):
 
 
 @contextlib.contextmanager
-def explain_failure(*probes):
-    """Turn a vague failure ("values differ", no hint) into a diagnosis.
-
-    Each probe is called only when the block raised a CheckFailed without a hint; a probe runs the
-    learner's code the way a unit check does (e.g. one head, identity weights, so that a composite
-    function IS its inner piece) and raises CheckFailed naming the inner mistake, or returns quietly.
-    The first probe that names one wins; its message is added to the original one.
-
-        with explain_failure(lambda: probe_attention_core(run, "your multi_head_attention")):
-            expect_close(out, expected, "output")
-    """
-    try:
-        yield
-    except CheckFailed as failure:
-        if failure.hint is None:
-            for probe in probes:
-                try:
-                    probe()
-                except CheckFailed as inner:
-                    raise CheckFailed(f"{failure.message}. {inner.message}", inner.hint) from None
-                except Exception:  # noqa: BLE001 - a probe that cannot run explains nothing
-                    continue
-        raise
-
-
-@contextlib.contextmanager
 def _time_limit(seconds: float | None):
     """Raise _TimedOut in the main thread after ``seconds`` (Unix, main thread only; elsewhere no limit)."""
     usable = (seconds and seconds > 0 and hasattr(signal, "setitimer")
@@ -376,25 +350,3 @@ def check(name: str, time_limit: float | None = None):
         return run
 
     return decorate
-
-
-@contextlib.contextmanager
-def try_it(what: str = "this cell"):
-    """For the "try it" cells of an exercise notebook: a stub or an error prints one line, no traceback.
-
-        with try_it():
-            context, weights = scaled_dot_product_attention(q, k, v, mask=causal_mask(5))
-            print(weights)
-    """
-    try:
-        with _time_limit(TIME_LIMIT_S):
-            yield
-    except NotImplementedError:
-        stub = stub_name(sys.exc_info()[2])
-        print(f"⏳ {what} needs `{stub}`, which is still a stub: write it (and run its cell) first.")
-    except _TimedOut:
-        print(f"❌ {what} did not finish within {TIME_LIMIT_S:g} s: a loop that never ends?")
-    except Exception as e:  # noqa: BLE001 - an exercise notebook never shows a raw traceback
-        where = _learner_frame(sys.exc_info()[2])
-        hint = _hint_for_exception(e)
-        print(f"❌ {what} raised {type(e).__name__}: {e}{where}" + (f"\n   Hint: {hint}" if hint else ""))

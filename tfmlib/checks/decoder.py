@@ -25,7 +25,8 @@ from ..masks import causal_mask
 from ..multihead import MultiHeadAttention
 from .attention import probe_attention_core
 from .core import (CheckFailed, call, check, copy_reference_weights, expect_close,
-                   expect_tensor, explain_failure, grad_of, vary_norms)
+                   expect_tensor, grad_of, vary_norms)
+from .probes import explain_failure
 
 __all__ = ["check_shift_right", "check_cross_attention", "check_decoder_block"]
 

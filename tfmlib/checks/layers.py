@@ -25,6 +25,7 @@ from ..layers import FeedForward as ReferenceFeedForward
 from ..layers import LayerNorm
 from ..layers import layer_norm as reference_layer_norm
 from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
+from .probes import explain_failure, probe_helpers
 
 __all__ = ["check_layer_norm", "check_feed_forward", "check_residual_sublayer", "check_encoder_block"]
 
@@ -365,6 +366,11 @@ def check_encoder_block(fn):
              ((2, 6, C), pad, "a padded batch (mask)"),
              ((1, 4, C), None, "a batch of one"),
              ((2, 1, C), None, "T = 1")]
+    with explain_failure(lambda: probe_helpers(fn, {"residual_sublayer": check_residual_sublayer})):
+        return _encoder_block_cases(fn, cases, C, H, d_ff)
+
+
+def _encoder_block_cases(fn, cases, C, H, d_ff) -> int:
     n = 0
     for norm_first in (True, False):
         style = "pre-LN" if norm_first else "post-LN"

@@ -20,7 +20,8 @@ from ..attention import scaled_dot_product_attention
 from ..masks import causal_mask
 from ..multihead import merge_heads, repeat_kv, split_heads
 from .attention import probe_attention_core
-from .core import CheckFailed, call, check, expect_close, expect_tensor, explain_failure, grad_of, hint_for_shape
+from .core import CheckFailed, call, check, expect_close, expect_tensor, grad_of, hint_for_shape
+from .probes import explain_failure, probe_helpers
 
 __all__ = ["check_split_heads", "check_merge_heads", "check_repeat_kv", "check_multi_head_attention",
            "HINT_SPLIT_TOKENS", "HINT_SPLIT_STRIDED", "HINT_SPLIT_NO_TRANSPOSE", "HINT_MERGE_NO_TRANSPOSE",
@@ -203,7 +204,10 @@ def _mistakes(args, mask, gqa: bool) -> dict:
 
 
 def _probe(fn) -> None:
-    """One head and identity weights: the learner's forward is then plain attention (lesson 03)."""
+    """First the learner's own helpers (exercises 1-3), then one head and identity weights: the
+    learner's forward is then plain attention (lesson 03)."""
+    probe_helpers(fn, {"split_heads": check_split_heads, "merge_heads": check_merge_heads,
+                       "repeat_kv": check_repeat_kv})
     eye = torch.eye(8)
     probe_attention_core(lambda x_q, x_kv, mask: fn(x_q, x_kv, eye, eye, eye, eye, 1, mask=mask),
                          "your multi_head_attention")
