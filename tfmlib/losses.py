@@ -54,7 +54,9 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: 
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
     keep = _check_targets(logits, targets, ignore_index)
-    log_probs = F.log_softmax(logits.float(), dim=-1)             # (..., V), float32 even for fp16 logits
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()                                    # half-precision logits: compute in float32
+    log_probs = F.log_softmax(logits, dim=-1)                      # (..., V)
     safe_targets = targets.masked_fill(~keep, 0)
     per_token = -log_probs.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)  # (...) -log p[y]
     if smoothing > 0:  # only then: with eps = 0 a logit of -inf elsewhere must not make 0 * inf = NaN
