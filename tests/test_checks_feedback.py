@@ -258,3 +258,21 @@ def encoder_block(x, self_attn, ffn, norm1, norm2, norm_first, mask=None):
 ''')
     result = cl.check_encoder_block(nb["encoder_block"])
     assert_fails(result, "Your `residual_sublayer`")
+
+
+def test_layer_norm_in_float64_passes_and_a_detached_variance_is_named():
+    import tfmlib.checks.layers as cl
+
+    def ln64(x, weight, bias, eps=1e-5):
+        x = x.double()
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + eps) * weight.double() + bias.double()
+
+    def ln_detached(x, weight, bias, eps=1e-5):
+        mean = x.mean(-1, keepdim=True).detach()
+        var = ((x - mean) ** 2).mean(-1, keepdim=True).detach()
+        return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+    assert_passes(cl.check_layer_norm(ln64))
+    assert_fails(cl.check_layer_norm(ln_detached), cl.HINT_DETACHED)
