@@ -17,8 +17,7 @@
     tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
     rnn          the recurrent models attention replaced (RNN, LSTM, seq2seq)
     tasks        the course's generated tasks (copy, reverse, sort, brackets, dates, ...)
-    vocab        the character vocabulary and padding of id lists
-    data         seeded batches, offline text corpora (re-exports tasks and vocab)
+    data         vocabularies, seeded batches, offline text corpora
     schedules    learning-rate warm-up and decay
     losses       label smoothing and the losses fit() trains with
     train        fit(): the training loop and its history
