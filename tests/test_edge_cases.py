@@ -18,8 +18,9 @@ def test_masked_softmax_gives_zeros_for_a_row_with_no_key():
     weights = masked_softmax(scores, ALL_MASKED)
     assert torch.equal(weights[1], torch.zeros(3))
     assert_close(weights[[0, 2]].sum(-1), torch.ones(2), what="rows with keys still sum to 1")
-    # scores that are -inf by themselves (no mask) are a row with nothing to attend to as well
-    assert torch.equal(masked_softmax(torch.full((2, 4), float("-inf"))), torch.zeros(2, 4))
+    # a key-padding mask (B, 1, 1, T_k) whose second row is all padding: every query of that row
+    weights = masked_softmax(torch.randn(2, 1, 3, 4), torch.tensor([[True] * 4, [False] * 4])[:, None, None, :])
+    assert torch.equal(weights[1], torch.zeros(1, 3, 4)) and torch.isfinite(weights).all()
 
 
 @pytest.mark.parametrize("mask", [ALL_MASKED, padding_mask(torch.tensor([[5, 6, 7], [0, 0, 0]])),

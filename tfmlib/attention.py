@@ -26,9 +26,12 @@ def masked_softmax(attn_scores: torch.Tensor, mask: torch.Tensor | None = None) 
     of all zeros, not 0 / 0 = NaN: its context is then the zero vector, as in
     ``F.scaled_dot_product_attention`` (torch >= 2.5). Gradients stay finite too.
     """
-    if mask is not None:
-        attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
-    empty_rows = (attn_scores == float("-inf")).all(dim=-1, keepdim=True)  # (..., T_q, 1) nothing to attend to
+    if mask is None:
+        return torch.softmax(attn_scores, dim=-1)
+    attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
+    empty_rows = ~mask.any(dim=-1, keepdim=True)  # (..., T_q or 1, 1): found on the (small) mask, not the scores
+    if attn_scores.device.type == "cpu" and not bool(empty_rows.any()):
+        return torch.softmax(attn_scores, dim=-1)  # the usual case: every query has a key (no GPU sync here)
     attn_scores = attn_scores.masked_fill(empty_rows, 0.0)   # finite everywhere: no NaN forward or backward
     return torch.softmax(attn_scores, dim=-1).masked_fill(empty_rows, 0.0)
 
