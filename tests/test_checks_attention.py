@@ -6,13 +6,10 @@ import math
 import pytest
 import torch
 
+from helpers import stub
 from tfmlib.attention import scaled_dot_product_attention as tfm_attention
 from tfmlib.checks import attention as checks
 from tfmlib.masks import causal_mask as tfm_causal_mask
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("write your code here")
 
 
 # ---------------------------------------------------------------- softmax
@@ -156,10 +153,13 @@ def sdpa_ok(q, k, v, mask=None):
     if mask is not None:
         attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
     attn_weights = torch.softmax(attn_scores, dim=-1)
+    if mask is not None:  # a query with no key to attend to: zeros, not NaN
+        attn_weights = attn_weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
     return attn_weights @ v, attn_weights
 
 
-def make_sdpa(scale=True, axis=-1, kq=False, mask_mode="fill", softmax=None, order="cw", detach=False):
+def make_sdpa(scale=True, axis=-1, kq=False, mask_mode="fill", softmax=None, order="cw", detach=False,
+              empty_rows="zeros"):
     def sdpa(q, k, v, mask=None):
         attn_scores = k @ q.transpose(-2, -1) if kq else q @ k.transpose(-2, -1)
         if scale:
@@ -175,6 +175,8 @@ def make_sdpa(scale=True, axis=-1, kq=False, mask_mode="fill", softmax=None, ord
         attn_weights = softmax(attn_scores) if softmax else torch.softmax(attn_scores, dim=axis)
         if mask is not None and mask_mode == "after":
             attn_weights = attn_weights * mask
+        if mask is not None and empty_rows == "zeros":  # a query with no key: zeros (the right answer)
+            attn_weights = attn_weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
         if detach:
             attn_weights = attn_weights.detach()
         context = attn_weights @ v
@@ -194,6 +196,8 @@ SDPA_WRONG = [
     (make_sdpa(order="wc"), checks.HINT_ORDER),
     (make_sdpa(order="c"), checks.HINT_PAIR),
     (make_sdpa(detach=True), "avoid .detach()"),
+    (make_sdpa(empty_rows="nan"), checks.HINT_EMPTY_ROW),           # NaN for a query with no key: not the
+    (make_sdpa(empty_rows="nan", mask_mode="big_negative"), checks.HINT_EMPTY_ROW),  # stability hint
 ]
 
 

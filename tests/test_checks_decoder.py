@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import verdict
 from tfmlib.checks.decoder import check_cross_attention, check_decoder_block, check_shift_right
 from tfmlib.layers import FeedForward, LayerNorm
 from tfmlib.masks import causal_mask
@@ -13,10 +14,7 @@ from tfmlib.multihead import MultiHeadAttention
 
 
 def _verdict(result, status, hint=None):
-    assert result.status == status, repr(result)
-    if hint is not None:
-        assert result.hint is not None and hint in result.hint, repr(result)
-    assert "Traceback" not in repr(result)
+    verdict(result, status, hint, in_hint=True)
 
 
 # ------------------------------------------------------------------ shift_right

@@ -4,19 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_fails, stub
 import tfmlib.checks.gpt as ck
 from tfmlib.gpt import sampling_probs, top_k_filter, top_p_filter
 
 NEG_INF = float("-inf")
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("write your code here")
-
-
-def assert_fails(result, hint_text):
-    assert result.status == "failed", repr(result)
-    assert hint_text in repr(result), f"expected hint {hint_text!r} in:\n{result!r}"
 
 
 # ---------------------------------------------------------------- top-k

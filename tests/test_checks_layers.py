@@ -5,18 +5,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import assert_fails, stub
 import tfmlib.checks.layers as cl
 from tfmlib.layers import FeedForward as ReferenceFeedForward
 from tfmlib.layers import layer_norm as reference_layer_norm
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("write your code here")
-
-
-def assert_fails(result, hint_text):
-    assert result.status == "failed", repr(result)
-    assert hint_text in repr(result), f"expected hint {hint_text!r} in:\n{result!r}"
 
 
 # ---------------------------------------------------------------- layer_norm

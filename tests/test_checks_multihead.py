@@ -5,18 +5,10 @@ import math
 import pytest
 import torch
 
+from helpers import assert_fails, stub
 import tfmlib.checks.multihead as mh
 from tfmlib.attention import masked_softmax
 from tfmlib.multihead import MultiHeadAttention, merge_heads, repeat_kv, split_heads
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError("write your code here")
-
-
-def assert_fails(result, hint_text):
-    assert result.status == "failed", repr(result)
-    assert hint_text in repr(result), f"expected hint {hint_text!r} in:\n{result!r}"
 
 
 # ---------------------------------------------------------------- split_heads

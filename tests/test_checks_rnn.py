@@ -3,12 +3,9 @@ and report a stub as not implemented."""
 import pytest
 import torch
 
+from helpers import stub
 from tfmlib import rnn
 from tfmlib.checks.rnn import check_lstm_step, check_rnn_forward, check_rnn_step
-
-
-def stub(*args):
-    raise NotImplementedError("write me")
 
 
 # ---------------------------------------------------------------- rnn_step

@@ -4,20 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_fails, stub
+import tfmlib.checks.tokens as tok
 from tfmlib.checks.tokens import (check_cosine_similarity, check_count_pairs, check_embedding_lookup,
                                   check_merge_pair, check_train_bpe, reference_train_bpe)
 from tfmlib.tokenizers import count_pairs, merge_pair
-
-
-def stub(*args):
-    raise NotImplementedError("Write your code here.")
-
-
-def assert_fails(result, hint_text=None):
-    assert result.status == "failed", repr(result)
-    assert "Traceback" not in repr(result)
-    if hint_text is not None:
-        assert hint_text in repr(result), repr(result)
 
 
 # --------------------------------------------------------------------------- count_pairs
@@ -324,3 +315,65 @@ def test_cosine_reference_passes_and_stub():
 ])
 def test_cosine_mistakes(wrong, hint):
     assert_fails(check_cosine_similarity(wrong), hint)
+
+
+# --------------------------------------------------------------------------- encode_bpe (issue 10, item 10)
+def encode_good(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in enumerate(merges):
+        ids = merge_pair(ids, pair, 256 + k)
+    return ids
+
+
+def encode_reversed(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in reversed(list(enumerate(merges))):
+        ids = merge_pair(ids, pair, 256 + k)
+    return ids
+
+
+def encode_ids_from_zero(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in enumerate(merges):
+        ids = merge_pair(ids, pair, k)
+    return ids
+
+
+def encode_characters(text, merges):
+    ids = [ord(ch) for ch in text]
+    for k, pair in enumerate(merges):
+        ids = merge_pair(ids, pair, 256 + k)
+    return ids
+
+
+def encode_retrains(text, merges):  # learns merges on the text instead of replaying the given ones
+    return encode_good(text, tok.reference_train_bpe(text, len(merges)))
+
+
+def encode_endless(text, merges):
+    ids = list(text.encode("utf-8"))
+    k = 0
+    while k < len(merges):  # forgets k += 1
+        ids = merge_pair(ids, merges[k], 256 + k)
+    return ids
+
+
+def test_encode_bpe_reference_passes_and_stub():
+    assert tok.check_encode_bpe(encode_good).passed
+    assert tok.check_encode_bpe(stub).status == "not implemented"
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (encode_reversed, tok.ENCODE_ORDER),
+    (encode_ids_from_zero, tok.ENCODE_IDS),
+    (encode_characters, tok.ENCODE_BYTES),
+    (encode_retrains, tok.ENCODE_RETRAIN),
+])
+def test_encode_bpe_mistakes(wrong, hint):
+    assert_fails(tok.check_encode_bpe(wrong), hint)
+
+
+def test_encode_bpe_endless_loop_gets_a_verdict(monkeypatch):
+    import tfmlib.checks.core as core
+    monkeypatch.setattr(core, "TIME_LIMIT_S", 0.5)
+    assert_fails(tok.check_encode_bpe(encode_endless), "did not finish")

@@ -4,14 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import verdict
 from tfmlib.checks.translator import check_beam_search_step, check_greedy_decode, check_label_smoothed_loss
-
-
-def _verdict(result, status, hint=None):
-    assert result.status == status, repr(result)
-    if hint is not None:
-        assert hint in repr(result), repr(result)
-    assert "Traceback" not in repr(result)
 
 
 # ------------------------------------------------------------ label_smoothed_loss
@@ -95,9 +89,9 @@ def loss_detached(logits, targets, eps, pad_id):
 
 
 def test_label_smoothed_loss_reference_and_stub():
-    _verdict(check_label_smoothed_loss(loss_reference), "passed")
-    _verdict(check_label_smoothed_loss(loss_as_distribution), "passed")
-    _verdict(check_label_smoothed_loss(loss_stub), "not implemented")
+    verdict(check_label_smoothed_loss(loss_reference), "passed")
+    verdict(check_label_smoothed_loss(loss_as_distribution), "passed")
+    verdict(check_label_smoothed_loss(loss_stub), "not implemented")
 
 
 @pytest.mark.parametrize("fn, hint", [
@@ -114,7 +108,7 @@ def test_label_smoothed_loss_reference_and_stub():
     (loss_detached, "keep the computation differentiable"),
 ])
 def test_label_smoothed_loss_mistakes(fn, hint):
-    _verdict(check_label_smoothed_loss(fn), "failed", hint)
+    verdict(check_label_smoothed_loss(fn), "failed", hint)
 
 
 # ------------------------------------------------------------ beam_search_step
@@ -188,9 +182,9 @@ def step_true_division(log_probs, beam_scores, beam_size):
 
 
 def test_beam_search_step_reference_and_stub():
-    _verdict(check_beam_search_step(step_reference), "passed")
-    _verdict(check_beam_search_step(step_by_sorting), "passed")
-    _verdict(check_beam_search_step(step_stub), "not implemented")
+    verdict(check_beam_search_step(step_reference), "passed")
+    verdict(check_beam_search_step(step_by_sorting), "passed")
+    verdict(check_beam_search_step(step_stub), "not implemented")
 
 
 @pytest.mark.parametrize("fn, hint", [
@@ -206,7 +200,7 @@ def test_beam_search_step_reference_and_stub():
     (lambda lp, bs, k: step_reference(lp, bs, k)[:2], "return three tensors"),
 ])
 def test_beam_search_step_mistakes(fn, hint):
-    _verdict(check_beam_search_step(fn), "failed", hint)
+    verdict(check_beam_search_step(fn), "failed", hint)
 
 
 # ------------------------------------------------------------ greedy_decode
@@ -261,9 +255,9 @@ def _bug(name):
 
 
 def test_greedy_decode_reference_and_stub():
-    _verdict(check_greedy_decode(greedy), "passed")
-    _verdict(check_greedy_decode(greedy_full_width), "passed")
-    _verdict(check_greedy_decode(greedy_stub), "not implemented")
+    verdict(check_greedy_decode(greedy), "passed")
+    verdict(check_greedy_decode(greedy_full_width), "passed")
+    verdict(check_greedy_decode(greedy_stub), "not implemented")
 
 
 @pytest.mark.parametrize("bug, hint", [
@@ -278,9 +272,9 @@ def test_greedy_decode_reference_and_stub():
     ("one_more", "at most max_len tokens"),
 ])
 def test_greedy_decode_mistakes(bug, hint):
-    _verdict(check_greedy_decode(_bug(bug)), "failed", hint)
+    verdict(check_greedy_decode(_bug(bug)), "failed", hint)
 
 
 def test_greedy_decode_float_tokens_and_wrong_shape():
-    _verdict(check_greedy_decode(lambda *a: greedy(*a).float()), "failed", "integer token ids")
-    _verdict(check_greedy_decode(lambda *a: greedy(*a).flatten()), "failed", "one row of token ids per source")
+    verdict(check_greedy_decode(lambda *a: greedy(*a).float()), "failed", "integer token ids")
+    verdict(check_greedy_decode(lambda *a: greedy(*a).flatten()), "failed", "one row of token ids per source")

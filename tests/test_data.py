@@ -208,3 +208,41 @@ def test_pad_collate_for_dataloaders():
     examples = [([5, 6, 7], 1), ([8], 0), ([9, 10], 1)]
     (ids, labels), = DataLoader(examples, batch_size=3, collate_fn=PadCollate(pad_id=0))
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]] and labels.tolist() == [1, 0, 1]
+
+
+# ---------------------------------------------------------------- which tensors share a length (issue 10)
+def test_batches_same_length_groups_keep_inputs_and_labels_aligned():
+    inputs = torch.tensor([[5, 6, 0, 0, 0], [7, 0, 0, 0, 0], [8, 9, 4, 0, 0]])
+    labels = torch.tensor([[-100, 6, -100, -100, -100], [7, -100, -100, -100, -100], [-100, -100, 4, -100, -100]])
+    weights = (inputs != 0).float()
+    tgt = torch.tensor([[1, 2, 0], [1, 0, 0], [1, 0, 0]])
+    alone = Batches(inputs, labels, batch_size=2, shuffle=False, pad_id=0)
+    x, y = alone.batch_at(0)
+    assert x.shape == (2, 2) and y.shape == (2, 5)    # the default: each cut to its own length (unrelated tensors)
+    together = Batches(inputs, labels, weights, tgt, batch_size=2, shuffle=False, pad_id=0, same_length=[(0, 1, 2)])
+    x, y, w, t = together.batch_at(0)
+    assert x.shape == y.shape == w.shape == (2, 2)     # one length, decided by the inputs
+    assert t.shape == (2, 2)                           # tgt (not in the group) is cut on its own
+    assert torch.equal(y, labels[:2, :2]) and torch.equal(w, weights[:2, :2])
+    x, y, w, t = together.batch_at(1)
+    assert x.shape == y.shape == w.shape == (1, 3) and t.shape == (1, 1)
+
+
+def test_batches_same_length_is_checked():
+    a, b = torch.tensor([[1, 0], [2, 3]]), torch.tensor([[1, 0, 0], [2, 3, 0]])
+    with pytest.raises(ValueError, match="second dimension"):
+        Batches(a, b, pad_id=0, same_length=[(0, 1)])
+    with pytest.raises(ValueError, match="needs pad_id"):
+        Batches(a, a, same_length=[(0, 1)])
+    with pytest.raises(ValueError, match="at least two distinct positions"):
+        Batches(a, a, pad_id=0, same_length=[(0, 2)])
+    with pytest.raises(ValueError, match="2-D integer"):
+        Batches(a.float(), a, pad_id=0, same_length=[(0, 1)])
+
+
+def test_pad_collate_pads_labels_with_their_own_value():
+    from tfmlib.data import PadCollate
+    ids, labels = PadCollate(pad_id=0, pad_values=(0, -100))([([5, 6, 7], [6, 7, 2]), ([8], [2])])
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and labels.tolist() == [[6, 7, 2], [2, -100, -100]]
+    with pytest.raises(ValueError, match="2 columns"):
+        PadCollate(pad_values=(0,))([([5], [6])])

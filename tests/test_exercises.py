@@ -72,3 +72,33 @@ def test_exercise_notebook_runs_and_reports_not_implemented(solution):
     assert stubs >= 3, f"{path.name}: expected at least three exercises, found {stubs} stubs"
     assert "not implemented yet" in text
     assert "✅" not in text and "❌" not in text, "with stubs only, no check may pass or fail"
+
+
+def _partly_solved(solution: Path, keep_solved: int) -> nbformat.NotebookNode:
+    """The exercise notebook with every other exercise solved (keep_solved = 0: the 1st, 3rd, ...;
+    1: the 2nd, 4th, ...), as a learner halfway through has it."""
+    nb = nbformat.read(solution, as_version=4)
+    exercise = 0
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            if exercise % 2 != keep_solved:
+                cell.source = make_exercises.strip_solutions(cell.source, f"{solution.name}, cell {i}")
+            else:  # solved: the solution stays, without its markers
+                cell.source = "\n".join(line for line in cell.source.splitlines()
+                                        if not (make_exercises.BEGIN.match(line) or make_exercises.END.match(line)))
+            exercise += 1
+    return make_exercises.exercise_from_solution(nb, solution.stem)
+
+
+@pytest.mark.parametrize("keep_solved", [0, 1], ids=["odd-solved", "even-solved"])
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_a_partly_solved_exercise_notebook_shows_no_traceback(solution, keep_solved):
+    """No cell of an exercise notebook shows a raw traceback, whichever exercises are still stubs
+    (all stubs: the test above; all solved: the solution notebooks)."""
+    nb = _partly_solved(solution, keep_solved)
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(solution.parent)}}).execute()
+    errors = [(i, out.get("ename"), out.get("evalue", "")[:200]) for i, cell in enumerate(nb.cells)
+              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not errors, f"{solution.name} with some exercises solved shows tracebacks: {errors}"
+    assert "not implemented yet" in _outputs_text(nb)

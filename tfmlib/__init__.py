@@ -28,7 +28,7 @@
     plotting     attention heatmaps and measured curves
 """
 from .attention import masked_softmax, scaled_dot_product_attention
-from .config import GPTConfig, TransformerConfig, preset_for_device
+from .config import EncoderConfig, GPTConfig, TransformerConfig, preset_for_device
 from .decoder import Decoder, DecoderBlock
 from .embeddings import TokenEmbedding
 from .encoder import Encoder, EncoderBlock

@@ -21,11 +21,19 @@ __all__ = ["scaled_dot_product_attention", "masked_softmax", "check_qkv"]
 def masked_softmax(attn_scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over the last axis (the keys); positions where ``mask`` is False get weight 0.
 
-    This is the only place where a boolean mask becomes -inf.
+    This is the only place where a boolean mask becomes -inf. A query row with nothing
+    to attend to (every key masked, e.g. a batch row that is all padding) gets weights
+    of all zeros, not 0 / 0 = NaN: its context is then the zero vector, as in
+    ``F.scaled_dot_product_attention`` (torch >= 2.5). Gradients stay finite too.
     """
-    if mask is not None:
-        attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(attn_scores, dim=-1)
+    if mask is None:
+        return torch.softmax(attn_scores, dim=-1)
+    attn_scores = attn_scores.masked_fill(~mask, float("-inf"))
+    empty_rows = ~mask.any(dim=-1, keepdim=True)  # (..., T_q or 1, 1): found on the (small) mask, not the scores
+    if attn_scores.device.type == "cpu" and not bool(empty_rows.any()):
+        return torch.softmax(attn_scores, dim=-1)  # the usual case: every query has a key (no GPU sync here)
+    attn_scores = attn_scores.masked_fill(empty_rows, 0.0)   # finite everywhere: no NaN forward or backward
+    return torch.softmax(attn_scores, dim=-1).masked_fill(empty_rows, 0.0)
 
 
 def _broadcast(a, b) -> tuple | None:
@@ -72,7 +80,8 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
 
     query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v)
     mask: bool, broadcastable to (..., T_q, T_k), True = may attend.
-    context: (..., T_q, d_v); attn_weights: (..., T_q, T_k), each row sums to 1.
+    context: (..., T_q, d_v); attn_weights: (..., T_q, T_k), each row sums to 1, except
+    a query whose keys are all masked: its weights and its context are zeros.
     Equals ``F.scaled_dot_product_attention(query, key, value, attn_mask=mask)``.
     """
     check_qkv(query, key, value, mask)

@@ -17,13 +17,12 @@ Masks: bool, True = real token / may attend.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-from .config import _Config
+from .config import EncoderConfig  # noqa: F401 - lives in config.py, importable from here as before
 from .embeddings import TokenEmbedding
 from .encoder import Encoder
 from .masks import padding_mask
@@ -35,47 +34,6 @@ __all__ = ["EncoderConfig", "EncoderClassifier", "mean_pool", "mlm_mask", "IGNOR
 IGNORE_INDEX = -100  # the label F.cross_entropy skips by default
 
 
-@dataclass(frozen=True)
-class EncoderConfig(_Config):
-    """An encoder-only sequence classifier (BERT-style)."""
-
-    vocab_size: int = 32
-    n_classes: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    n_kv_heads: int | None = None
-    n_layers: int = 2
-    d_ff: int = 128
-    dropout: float = 0.0
-    max_len: int = 64
-    norm_first: bool = True
-    activation: str = "gelu"
-    positional: str = "learned"
-    pooling: str = "cls"      # "cls": the vector of a [CLS] token put in front; "mean": masked mean
-    pad_id: int = 0
-    cls_id: int = 1           # tfmlib.data.Vocab's <bos> doubles as [CLS]
-
-    def __post_init__(self):
-        self._check_common()
-        for name in ("vocab_size", "n_classes", "n_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        for name in ("pad_id", "cls_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ValueError(f"{name} must be a token id in [0, {self.vocab_size - 1}], got {getattr(self, name)}")
-
-
-EncoderConfig.PRESETS = {
-    "tiny": dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=64),
-    "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=128, max_len=64),
-    "gpu": dict(d_model=128, n_heads=8, n_layers=4, d_ff=512, max_len=128),
-    "bert-base": dict(vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=512,
-                      dropout=0.1, norm_first=False),  # BERT-base's shape (post-LN, GELU, learned positions)
-}
-
-
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average of the real tokens' vectors: hidden (B, T, C), mask (B, T) bool (True = real) -> (B, C).
 
@@ -85,9 +43,9 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     check_tensor(mask, "mask", ndim=2, dtype_kind="bool")
     if mask.shape != hidden.shape[:2]:
         raise ValueError(f"mask must have shape (B, T) = {tuple(hidden.shape[:2])}, got {tuple(mask.shape)}")
-    weights = mask.to(hidden.dtype).unsqueeze(-1)          # (B, T) -> (B, T, 1)
-    total = (hidden * weights).sum(dim=1)                  # (B, C)
-    count = weights.sum(dim=1).clamp(min=1.0)              # (B, 1) real tokens per row
+    keep = mask.unsqueeze(-1)                              # (B, T) -> (B, T, 1)
+    total = torch.where(keep, hidden, torch.zeros_like(hidden)).sum(dim=1)  # (B, C); padding adds exactly 0
+    count = keep.sum(dim=1).clamp(min=1).to(hidden.dtype)  # (B, 1) real tokens per row
     return total / count
 
 
@@ -117,6 +75,10 @@ class EncoderClassifier(nn.Module):
     def features(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token output vectors (B, T', C) and the real-token mask (B, T'); T' = T + 1 with [CLS]."""
         check_tensor(tokens, "tokens", ndim=2, dtype_kind="int")
+        room = self.config.max_len - (self.config.pooling == "cls")  # [CLS] takes one position
+        if tokens.shape[1] > room:
+            raise ValueError(f"{tokens.shape[1]} tokens do not fit: config.max_len={self.config.max_len} allows "
+                             f"at most {room} tokens" + (" plus the [CLS] put in front" if room < self.config.max_len else ""))
         tokens = self.with_cls(tokens)                      # (B, T')
         x = self.pos(self.tok_embed(tokens))                # (B, T') -> (B, T', C)
         hidden = self.encoder(x, mask=padding_mask(tokens, self.config.pad_id))  # key mask (B, 1, 1, T')

@@ -2,6 +2,7 @@
 
     cfg = TransformerConfig.preset("cpu", src_vocab_size=40, tgt_vocab_size=40)
     cfg = GPTConfig.preset(preset_for_device(), vocab_size=65)  # "gpu" on CUDA
+    cfg = EncoderConfig.preset("cpu", vocab_size=40, n_classes=2)  # tfmlib.bert.EncoderClassifier
     cfg = cfg.replace(dropout=0.0)      # configs are immutable: replace() returns a copy
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from .utils import get_device
 
-__all__ = ["TransformerConfig", "GPTConfig", "preset_for_device"]
+__all__ = ["TransformerConfig", "GPTConfig", "EncoderConfig", "preset_for_device"]
 
 
 class _Config:
@@ -120,6 +121,47 @@ GPTConfig.PRESETS = {
     "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128),
     "gpu": dict(d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=256),
     "gpt2-small": dict(vocab_size=50257, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=1024),
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig(_Config):
+    """An encoder-only sequence classifier (BERT-style)."""
+
+    vocab_size: int = 32
+    n_classes: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    n_layers: int = 2
+    d_ff: int = 128
+    dropout: float = 0.0
+    max_len: int = 64
+    norm_first: bool = True
+    activation: str = "gelu"
+    positional: str = "learned"
+    pooling: str = "cls"      # "cls": the vector of a [CLS] token put in front; "mean": masked mean
+    pad_id: int = 0
+    cls_id: int = 1           # tfmlib.data.Vocab's <bos> doubles as [CLS]
+
+    def __post_init__(self):
+        self._check_common()
+        for name in ("vocab_size", "n_classes", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        for name in ("pad_id", "cls_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name} must be a token id in [0, {self.vocab_size - 1}], got {getattr(self, name)}")
+
+
+EncoderConfig.PRESETS = {
+    "tiny": dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=64),
+    "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=128, max_len=64),
+    "gpu": dict(d_model=128, n_heads=8, n_layers=4, d_ff=512, max_len=128),
+    "bert-base": dict(vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=512,
+                      dropout=0.1, norm_first=False),  # BERT-base's shape (post-LN, GELU, learned positions)
 }
 
 

@@ -25,80 +25,18 @@ from __future__ import annotations
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
 from .tasks import (DATE_FORMATS, TASKS, TaskSplits, format_date, make_task,  # noqa: F401 - re-exported
                     number_to_words, split_of)
 from .utils import check_tensor
+from .vocab import SPECIALS, Vocab, pad_sequences  # noqa: F401 - re-exported
 
 __all__ = ["Vocab", "pad_sequences", "shift_right", "TASKS", "TaskSplits", "make_task", "split_of",
            "encode_pairs", "encode_labels", "Batches", "PadCollate", "LMBatches", "load_corpus", "download_text",
            "number_to_words", "format_date", "DATE_FORMATS"]
-
-SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-
-
-class Vocab:
-    """Characters <-> ids, with <pad> = 0, <bos> = 1, <eos> = 2, <unk> = 3 first."""
-
-    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
-
-    def __init__(self, symbols: Iterable[str]):
-        symbols = [s for s in dict.fromkeys(symbols) if s not in SPECIALS]  # unique, order kept
-        self.itos: list[str] = [*SPECIALS, *symbols]
-        self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "Vocab":
-        """Every character that occurs in ``texts``, sorted."""
-        return cls(sorted(set("".join(texts))))
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __repr__(self) -> str:
-        return f"Vocab(size={len(self)}, symbols={''.join(self.itos[len(SPECIALS):])!r})"
-
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = [self.stoi.get(ch, self.unk_id) for ch in text]
-        return [self.bos_id] * bos + ids + [self.eos_id] * eos
-
-    def decode(self, ids, keep_special: bool = False) -> str:
-        """ids -> text. Stops at the first <eos> and drops <pad>/<bos> unless ``keep_special``."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            if not keep_special:
-                if i == self.eos_id:
-                    break
-                if i in (self.pad_id, self.bos_id):
-                    continue
-            out.append(self.itos[i] if 0 <= i < len(self.itos) else SPECIALS[self.unk_id])
-        return "".join(out)
-
-    def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False,
-                     length: int | None = None) -> torch.Tensor:
-        """Texts -> (B, T) ids, right-padded with <pad> (T = longest, or ``length``)."""
-        return pad_sequences([self.encode(t, bos, eos) for t in texts], self.pad_id, length)
-
-    def decode_batch(self, ids: torch.Tensor) -> list[str]:
-        return [self.decode(row) for row in ids]
-
-
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None) -> torch.Tensor:
-    """Lists of ids -> one (B, T) LongTensor, right-padded with ``pad_id``."""
-    longest = max((len(s) for s in seqs), default=0)
-    length = longest if length is None else length
-    if length < longest:
-        raise ValueError(f"length={length} is shorter than the longest sequence ({longest} ids)")
-    out = torch.full((len(seqs), length), pad_id, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        out[row, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
-
 
 def shift_right(tgt: torch.Tensor, bos_id: int) -> torch.Tensor:
     """Teacher forcing input: (B, T) targets y1..yT -> (B, T) decoder input <bos> y1..y_{T-1}.
@@ -128,15 +66,23 @@ def encode_labels(examples: Sequence[tuple[str, int]], vocab: Vocab) -> tuple[to
 @dataclass(frozen=True)
 class PadCollate:
     """collate_fn for torch's DataLoader over examples that are tuples of id lists (or numbers):
-    id lists become one right-padded (B, T) LongTensor, numbers a (B,) tensor."""
+    id lists become one right-padded (B, T) LongTensor, numbers a (B,) tensor.
+
+    Each column is padded to its own longest row, with ``pad_id``, or with ``pad_values[i]`` for
+    column i when given: per-token labels must be padded with -100 (ignored by the loss), not with
+    a token id, e.g. PadCollate(pad_id=0, pad_values=(0, -100)) for (ids, labels)."""
 
     pad_id: int = 0
+    pad_values: tuple | None = None
 
     def __call__(self, examples: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
         columns = list(zip(*examples))
-        return tuple(pad_sequences([list(x) for x in col], self.pad_id)
+        if self.pad_values is not None and len(self.pad_values) != len(columns):
+            raise ValueError(f"pad_values has {len(self.pad_values)} entries for {len(columns)} columns")
+        pads = self.pad_values or (self.pad_id,) * len(columns)
+        return tuple(pad_sequences([list(x) for x in col], pad)
                      if isinstance(col[0], (list, tuple, torch.Tensor)) else torch.tensor(col)
-                     for col in columns)
+                     for col, pad in zip(columns, pads))
 
 
 class Batches:
@@ -144,12 +90,23 @@ class Batches:
 
     ``batch_at(step)`` is a pure function of (seed, step): epoch = step // len(self) picks a
     permutation, so a resumed run sees exactly the batches an uninterrupted one would.
-    Iterating yields one epoch (the next one each time). With ``pad_id`` each batch is cut
-    to its longest row (right padding) for 2-D integer tensors.
+    Iterating yields one epoch (the next one each time).
+
+    Trimming padding (``pad_id``): each batch drops the columns that are padding in every row.
+    By default each 2-D integer tensor is cut to ITS OWN longest row, which is right for tensors
+    of unrelated lengths, e.g. (src, tgt). Tensors whose columns belong together (inputs and
+    their per-token labels or masks, such as BERT's (inputs, labels with -100)) must keep one
+    length: name them in ``same_length``, groups of tensor positions, e.g. ``same_length=[(0, 1)]``.
+    A group is cut to the longest row of its FIRST tensor (the one padded with ``pad_id``); the
+    others (labels, float or bool masks) follow, whatever values they hold.
+
+        Batches(src, tgt, pad_id=0)                                 # src and tgt trimmed separately
+        Batches(inputs, labels, pad_id=0, same_length=[(0, 1)])    # one length for both
     """
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int = 64, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, pad_id: int | None = None, device=None):
+                 seed: int = 0, drop_last: bool = False, pad_id: int | None = None,
+                 same_length: Sequence[Sequence[int]] = (), device=None):
         if not tensors:
             raise ValueError("Batches needs at least one tensor")
         n = tensors[0].shape[0]
@@ -165,12 +122,42 @@ class Batches:
         self.tensors = tuple(t.to(device) if device is not None else t for t in tensors)
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.n_batches = n // batch_size if drop_last else -(-n // batch_size)
-        self.lengths = [self._row_lengths(t, pad_id) for t in self.tensors]
+        self.groups = self._length_groups(self.tensors, pad_id, same_length)  # [(positions, lengths (N,))]
         self._epoch, self._order, self._iterations = -1, None, 0
 
+    @classmethod
+    def _length_groups(cls, tensors, pad_id, same_length) -> list:
+        """Which tensors are trimmed together, and the row lengths that decide it."""
+        if pad_id is None:
+            if same_length:
+                raise ValueError("same_length needs pad_id: it says which tensors are trimmed together")
+            return []
+        grouped, groups = set(), []
+        for group in same_length:
+            group = tuple(group)
+            bad = [i for i in group if not (isinstance(i, int) and 0 <= i < len(tensors))]
+            if len(group) < 2 or bad or grouped & set(group) or len(set(group)) < len(group):
+                raise ValueError(f"same_length must hold groups of at least two distinct positions of the "
+                                 f"{len(tensors)} tensors, each in one group; got {list(same_length)!r}")
+            widths = {i: tuple(tensors[i].shape[1:2]) for i in group}
+            if any(tensors[i].dim() < 2 for i in group) or len(set(widths.values())) > 1:
+                raise ValueError(f"tensors in a same_length group must share their second dimension T: "
+                                 f"shapes {[tuple(tensors[i].shape) for i in group]}")
+            lengths = cls._row_lengths(tensors[group[0]], pad_id)
+            if lengths is None:
+                raise ValueError(f"the first tensor of a same_length group decides the length: tensors[{group[0]}] "
+                                 f"must be a 2-D integer tensor padded with pad_id={pad_id}")
+            grouped.update(group)
+            groups.append((group, lengths))
+        for i, t in enumerate(tensors):
+            lengths = None if i in grouped else cls._row_lengths(t, pad_id)
+            if lengths is not None:
+                groups.append(((i,), lengths))
+        return groups
+
     @staticmethod
-    def _row_lengths(t: torch.Tensor, pad_id: int | None):
-        if pad_id is None or t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
+    def _row_lengths(t: torch.Tensor, pad_id: int):
+        if t.dim() != 2 or t.is_floating_point() or t.dtype == torch.bool:
             return None
         real = t != pad_id                                    # (N, T)
         last = real.flip(1).int().argmax(1)                    # distance of the last real id from the end
@@ -194,12 +181,11 @@ class Batches:
         epoch, i = divmod(step, self.n_batches)
         idx = self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         idx = idx.to(self.tensors[0].device)
-        out = []
-        for t, lengths in zip(self.tensors, self.lengths):
-            rows = t[idx]
-            if lengths is not None:
-                rows = rows[:, :max(1, int(lengths[idx].max()))]  # drop all-padding columns
-            out.append(rows)
+        out = [t[idx] for t in self.tensors]
+        for positions, lengths in self.groups:
+            width = max(1, int(lengths[idx].max()))             # drop the columns that are padding in every row
+            for i in positions:
+                out[i] = out[i][:, :width]
         return tuple(out)
 
     def __iter__(self):

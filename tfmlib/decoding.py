@@ -39,9 +39,10 @@ def _check_args(model, src: torch.Tensor, max_len: int) -> None:
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
     limit = getattr(getattr(model, "config", None), "max_len", None)
-    if limit is not None and max_len + 1 > limit:  # the decoder reads <bos> + max_len - 1 tokens
+    # the last step reads <bos> + max_len - 1 tokens: max_len positions of the decoder's table
+    if limit is not None and max_len > limit:
         raise ValueError(f"max_len={max_len} is too long for the model's positions "
-                         f"(config.max_len={limit}): use max_len <= {limit - 1}")
+                         f"(config.max_len={limit}): use max_len <= {limit}")
 
 
 def _pad_id(model, pad_id: int | None) -> int:
@@ -168,4 +169,5 @@ def sequence_log_prob(model, src: torch.Tensor, tokens: torch.Tensor, bos_id: in
     logits = model(src, shift_right(tokens, bos_id))                      # (B, L, V)
     log_probs = F.log_softmax(logits.float(), dim=-1)
     token_log_probs = log_probs.gather(-1, tokens[:, :, None]).squeeze(-1)  # (B, L, 1) -> (B, L)
-    return (token_log_probs * (tokens != pad_id)).sum(dim=-1)
+    scored = tokens != pad_id                                              # (B, L); where, not *: -inf * 0 = NaN
+    return torch.where(scored, token_log_probs, torch.zeros_like(token_log_probs)).sum(dim=-1)

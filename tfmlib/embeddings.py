@@ -17,8 +17,11 @@ __all__ = ["TokenEmbedding"]
 class TokenEmbedding(nn.Module):
     """Token ids (B, T) -> vectors (B, T, C).
 
-    ``scale=True`` multiplies by sqrt(C), as in "Attention Is All You Need", so
-    that the token vectors are not drowned by the positional encoding added next.
+    ``scale=True`` multiplies by sqrt(C), as in "Attention Is All You Need", and then
+    starts the table at N(0, 1/C) as that paper does: the scaled vectors have entries of
+    size ~1, like the sinusoidal table added next (|PE| <= 1). (A N(0, 1) table times sqrt(C)
+    would make tokens ~sqrt(C) times larger than the positions, which they then barely move.)
+    ``scale=False`` keeps PyTorch's N(0, 1) (models such as GPT re-initialise it themselves).
     """
 
     def __init__(self, vocab_size: int, d_model: int, scale: bool = True, padding_idx: int | None = None):
@@ -28,6 +31,11 @@ class TokenEmbedding(nn.Module):
         self.vocab_size, self.d_model = vocab_size, d_model
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
         self.scale = math.sqrt(d_model) if scale else 1.0
+        if scale:
+            with torch.no_grad():  # N(0, 1/C): entries of size ~1 after the sqrt(C) scaling
+                self.embedding.weight.normal_(0.0, d_model ** -0.5)
+                if padding_idx is not None:
+                    self.embedding.weight[padding_idx].zero_()
 
     @property
     def weight(self) -> torch.Tensor:

@@ -9,6 +9,8 @@ Shape legend: B batch, T sequence length, C d_model, V vocabulary size.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,22 +119,52 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     if p == 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (..., V)
-    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    sorted_probs = torch.softmax(sorted_logits.float(), dim=-1)         # float32: fp16 cumsums drift
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs            # probability of the tokens ahead
     drop_sorted = mass_before >= p                                      # the set already reached p
     drop = drop_sorted.scatter(-1, order, drop_sorted)                  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
 
+def _check_temperature(temperature: float) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or math.isnan(temperature) \
+            or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+
+
+def _finite_logits(logits: torch.Tensor) -> torch.Tensor:
+    """float32 logits (..., V) with each row's max at 0, safe to divide by any temperature.
+
+    A +inf logit is certain: its row becomes 0 there and -inf elsewhere (ties share the mass).
+    Raises ValueError for NaN logits or a row whose logits are all -inf (no token is possible).
+    """
+    check_tensor(logits, "logits", dtype_kind="float")
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN: the model's output is broken (check the loss for NaN during training)")
+    if torch.isposinf(logits).any():
+        certain = torch.isposinf(logits).any(dim=-1, keepdim=True)       # (..., 1) rows with a +inf
+        logits = torch.where(certain, torch.where(torch.isposinf(logits), 0.0, float("-inf")), logits)
+    row_max = logits.max(dim=-1, keepdim=True).values                    # (..., 1)
+    if torch.isneginf(row_max).any():
+        raise ValueError("a row of logits is all -inf: no token is possible (did a filter remove every token?)")
+    return logits - row_max                                              # max 0, the rest <= 0
+
+
 def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                    top_p: float | None = None) -> torch.Tensor:
     """The distribution (..., V) that sample_next draws from: divide the logits by the temperature,
-    then apply top-k, then top-p, then softmax. temperature 0 = all mass on the argmax."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    then apply top-k, then top-p, then softmax. temperature 0 = all mass on the argmax.
+
+    Safe at the knobs' edges: any temperature > 0 however small (the limit is the argmax, ties
+    sharing the mass), float16/bfloat16 logits (computed in float32; the result is float32),
+    huge or +inf logits. Raises ValueError for NaN logits or a negative/NaN temperature.
+    """
+    _check_temperature(temperature)
+    logits = _finite_logits(logits)                                      # (..., V), row max 0
     if temperature == 0:
         return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
-    logits = logits / temperature
+    logits = logits / temperature           # tiny temperature: 0 stays 0, the rest go to -inf, never NaN
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -147,7 +179,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     temperature 0 is greedy (argmax); top_k keeps the k most likely tokens; top_p keeps the
     smallest set whose probabilities sum to at least p (nucleus sampling).
     """
+    _check_temperature(temperature)
     if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
+        return _finite_logits(logits).argmax(dim=-1, keepdim=True)
     probs = sampling_probs(logits, temperature, top_k, top_p)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -100,6 +100,10 @@ class MultiHeadAttention(nn.Module):
         else:
             check_qkv(q, k, v, mask)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            if mask is not None and query.device.type != "cpu":
+                # a query with no key gets a zero context, as on the CPU (tested) and in the need_weights
+                # path, whichever fused kernel the accelerator picked
+                context = context.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
             attn_weights = None
         out = self.out_proj(merge_heads(context))  # (B, H, T_q, hs) -> (B, T_q, C)
         return out, (attn_weights if need_weights else None)

@@ -19,6 +19,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from .vocab import Vocab
+
 __all__ = ["TASKS", "TaskSplits", "make_task", "split_of", "number_to_words", "format_date", "DATE_FORMATS",
            "copy_example", "reverse_example", "sort_example", "brackets_example", "dates_example",
            "number_words_example"]
@@ -173,8 +175,7 @@ class TaskSplits:
         return f"TaskSplits({self.name!r}, train={len(self.train)}, val={len(self.val)}, test={len(self.test)})"
 
     def vocab(self):
-        """A character Vocab (tfmlib.data.Vocab) over every string in the three splits."""
-        from .data import Vocab  # data imports this module: import here to avoid a cycle
+        """A character Vocab (tfmlib.vocab.Vocab, also tfmlib.data.Vocab) over every string in the three splits."""
         return Vocab.from_texts(s for part in (self.train, self.val, self.test)
                                 for ex in part for s in ex if isinstance(s, str))
 

@@ -228,7 +228,9 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
     train_data    Batches/LMBatches (batch_at(step)), or any re-iterable of batches (list, DataLoader)
     loss_fn       loss_fn(model, batch) -> scalar tensor, e.g. Seq2SeqLoss(), LMLoss()
     steps/epochs  how long (exactly one); steps counts from the start of the run (resume included)
-    lr, weight_decay, betas   AdamW (decay on matrices only); or pass your own ``optimizer``
+    lr, weight_decay, betas   AdamW (decay on matrices only); or pass your own ``optimizer``: its
+                  groups' lr is the base, kept in group["base_lr"] (the schedule scales group["lr"]), so
+                  passing the same optimizer again, or resuming with it or with a fresh one, is exact
     schedule      None/"constant", "warmup", "cosine", "noam", or a callable step -> lr multiplier
                   (tfmlib.schedules); warmup_steps feeds the named ones
     grad_clip     max gradient norm (None: no clipping)
@@ -257,7 +259,9 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
     device = get_device() if device is None else torch.device(device)
     model.to(device)
     optimizer = optimizer or make_optimizer(model, lr, weight_decay, betas)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:  # the unscaled lr, stored once: never read back a scaled "lr"
+        group.setdefault("base_lr", group["lr"])
+    fallback_base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     params = [p for group in optimizer.param_groups for p in group["params"]]
     foreach = device.type in ("cpu", "cuda")  # one fused call for the gradient norm
     autocast, scaler = _autocast(device, amp)
@@ -269,6 +273,9 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
         step = state["step"]
         history = History(**state["extra"].get("history", {}))
         history.stop_reason = None
+        for group, base in zip(optimizer.param_groups, fallback_base_lrs):
+            group.setdefault("base_lr", base)  # a checkpoint written before base_lr was saved
+    base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     next_batch = train_data.batch_at if hasattr(train_data, "batch_at") else None
     stream = None if next_batch else _cycle(train_data, skip=step)
 
@@ -378,20 +385,32 @@ class _LivePlot:
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, data: Iterable, loss_fn: Callable, device=None,
                   max_batches: int | None = None) -> float:
-    """Mean of loss_fn over the batches of ``data`` (one pass), in eval mode, without gradients."""
+    """The loss over the batches of ``data`` (one pass), in eval mode, without gradients.
+
+    With a loss that has ``totals(model, batch) -> (sum, count)`` (LMLoss, Seq2SeqLoss,
+    ClassificationLoss) this is the mean over every token of every batch: the same number
+    however the data is cut into batches. Any other ``loss_fn(model, batch)`` returns a batch
+    mean; those are weighted by the batch's number of rows (len(batch[0])).
+    """
     device = next(model.parameters()).device if device is None else torch.device(device)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, n_batches = 0.0, 0, 0
     try:
         batches = (data.batch_at(i) for i in range(len(data))) if hasattr(data, "batch_at") else data
         for batch in batches:
-            if max_batches is not None and count >= max_batches:
+            if max_batches is not None and n_batches >= max_batches:
                 break
-            total += float(loss_fn(model, _to_device(batch, device)))
-            count += 1
+            batch = _to_device(batch, device)
+            if hasattr(loss_fn, "totals"):
+                batch_total, batch_count = loss_fn.totals(model, batch)
+                total, count = total + float(batch_total), count + int(batch_count)
+            else:
+                rows = len(batch[0]) if isinstance(batch, (tuple, list)) else 1
+                total, count = total + float(loss_fn(model, batch)) * rows, count + rows
+            n_batches += 1
     finally:
         model.train(was_training)
-    if count == 0:
+    if n_batches == 0:
         raise ValueError("evaluate_loss got no batches")
-    return total / count
+    return total / count if count else float("nan")

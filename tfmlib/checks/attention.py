@@ -23,8 +23,10 @@ from ..attention import scaled_dot_product_attention as reference_attention
 from ..masks import causal_mask as reference_causal_mask
 from ..masks import padding_mask
 from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
+from .probes import explain_failure, probe_helpers
 
-__all__ = ["check_softmax", "check_attention_scores", "check_causal_mask", "check_scaled_dot_product_attention"]
+__all__ = ["check_softmax", "check_attention_scores", "check_causal_mask", "check_scaled_dot_product_attention",
+           "attention_variant", "probe_attention_core", "INNER_MISTAKES"]
 
 HINT_AXIS = "take the softmax over the last axis (dim=-1, the keys), so that each query's row sums to 1."
 HINT_ROW_SUM = "divide by each row's own sum (.sum(dim=-1, keepdim=True)), not by the sum of the whole tensor."
@@ -48,6 +50,10 @@ HINT_MASK_INVERTED = ("True in a mask means 'may attend': fill the scores where 
 HINT_MASK_ZERO = "a blocked score must become -inf before the softmax: a score of 0 still gets weight."
 HINT_MASK_IGNORED = "the mask was ignored: fill the blocked scores with -inf before the softmax."
 HINT_ORDER = "return the pair in the order (context, attn_weights)."
+HINT_WEIGHTS_K = "the weighted sum is over the VALUES: context = attn_weights @ v, not attn_weights @ k."
+HINT_EMPTY_ROW = ("a query whose keys are ALL masked has nothing to attend to: its softmax is 0 / 0 = NaN. Give "
+                  "such rows weights of 0 (so their context is 0), as PyTorch does: after the softmax, "
+                  "attn_weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0).")
 HINT_PAIR = "return two tensors: (context, attn_weights)."
 HINT_CAUSAL_INVERTED = ("True must mean 'may attend' (the course's and PyTorch's convention): you returned the "
                         "blocked positions. Query i may attend to keys 0..i.")
@@ -94,6 +100,41 @@ def _attention_variant(q, k, v, mask=None, scale="sqrt", axis=-1, kq=False, mask
     if mask is not None and mask_mode == "after":
         attn_weights = attn_weights.masked_fill(~mask, 0.0)
     return attn_weights @ v, attn_weights
+
+
+attention_variant = _attention_variant  # public: the composite checks (lessons 04, 08) reuse it
+
+# lesson 03's mistakes, as switches of attention_variant; composite checks look for them inside
+INNER_MISTAKES = {HINT_NO_SCALE: dict(scale="none"), HINT_SCALE_DK: dict(scale="d_k"), HINT_SCALE_T: dict(scale="T"),
+                  HINT_AXIS: dict(axis=-2), HINT_KQ: dict(kq=True), HINT_MASK_AFTER: dict(mask_mode="after"),
+                  HINT_MASK_ZERO: dict(mask_mode="zero"), HINT_MASK_INVERTED: dict(mask_mode="inverted"),
+                  HINT_MASK_IGNORED: dict(mask_mode="ignore")}
+
+
+def probe_attention_core(run, what: str) -> None:
+    """Find a lesson-03 mistake inside a composite function (multi-head, cross-attention).
+
+    ``run(x_q, x_kv, mask)`` calls the learner's function with ONE head and IDENTITY weight
+    matrices, so that its output is softmax(Q K^T / sqrt(d_k)) V itself, with Q = x_q, K = V = x_kv.
+    Raises CheckFailed naming the mistake when that output is what a typical wrong attention
+    returns; returns quietly when the attention is right or the mistake is elsewhere.
+    """
+    gen = torch.Generator().manual_seed(3)
+    x_q, x_kv = torch.randn(2, 5, 8, generator=gen), torch.randn(2, 5, 8, generator=gen)  # T = 5 != d_k = 8
+    mask = padding_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]))                 # (B, 1, 1, T_k)
+    out = call(run, x_q.clone(), x_kv.clone(), mask)
+    if not isinstance(out, torch.Tensor) or out.shape != x_q.shape:
+        return
+    q, kv = x_q[:, None], x_kv[:, None]                                  # one head: (B, 1, T, d_k)
+    right = reference_attention(q, kv, kv, mask=mask)[0][:, 0]           # (B, 1, T, d_k) -> (B, T, d_k)
+    if torch.allclose(out.detach().float(), right, atol=1e-5, rtol=1e-4):
+        return
+    for hint, switches in INNER_MISTAKES.items():
+        wrong = _attention_variant(q, kv, kv, mask, **switches)[0][:, 0]
+        if torch.allclose(out.detach().float(), wrong, atol=1e-5, rtol=1e-4, equal_nan=True):
+            raise CheckFailed(f"The attention inside {what} has a mistake (found by running it with one head and "
+                              "identity weights, where its output is softmax(Q K^T / sqrt(d_k)) V itself)",
+                              f"{hint} (the same step as lesson 03's scaled_dot_product_attention exercise)")
 
 
 def _expect_grads(fn, inputs, names, reference_fn, what):
@@ -222,6 +263,9 @@ def _attention_pair(out, q, v, T_k: int, what: str):
     if tuple(context.shape) == weights_shape and tuple(attn_weights.shape) == context_shape \
             and context_shape != weights_shape:
         raise CheckFailed(f"{what}: the first tensor has the weights' shape {weights_shape}", HINT_ORDER)
+    if tuple(context.shape) != context_shape and tuple(context.shape) == (*q.shape[:-1], q.shape[-1]):
+        raise CheckFailed(f"{what}: context has shape {tuple(context.shape)} (…, T_q, d_k), expected "
+                          f"{context_shape} (…, T_q, d_v)", HINT_WEIGHTS_K)
     return context, attn_weights
 
 
@@ -241,10 +285,18 @@ def _attention_case(fn, q, k, v, mask, what, mask_mistakes=False):
             and attn_weights.shape == expected_weights.transpose(-2, -1).shape:
         raise CheckFailed(f"{what}: attn_weights have shape {tuple(attn_weights.shape)}, expected "
                           f"{tuple(expected_weights.shape)} (…, T_q, T_k)", HINT_KQ)
+    if context.shape == expected_weights.shape and attn_weights.shape == expected_context.shape \
+            and torch.allclose(context.detach().float(), expected_weights, atol=1e-5, rtol=1e-4) \
+            and torch.allclose(attn_weights.detach().float(), expected_context, atol=1e-5, rtol=1e-4):
+        raise CheckFailed(f"{what}: the two tensors are right but swapped", HINT_ORDER)
+    empty_rows = mask is not None and not bool(mask.any(dim=-1).all())
+    blew_up = not bool(torch.isfinite(attn_weights.detach()).all())   # NaN/inf: the stability hint fits
     expect_close(attn_weights, expected_weights, f"{what}: attn_weights",
-                 mistakes={hint: w for hint, (_, w) in wrong.items()}, hint=HINT_UNSTABLE)
+                 mistakes={hint: w for hint, (_, w) in wrong.items()},
+                 hint=HINT_EMPTY_ROW if empty_rows else HINT_UNSTABLE if blew_up else None,
+                 empty_row_hint=HINT_EMPTY_ROW)
     expect_close(context, expected_context, f"{what}: context",
-                 mistakes={hint: c for hint, (c, _) in wrong.items()},
+                 mistakes={**{hint: c for hint, (c, _) in wrong.items()}, HINT_WEIGHTS_K: expected_weights @ k},
                  hint="the weights are right: context = attn_weights @ v.")
 
 
@@ -261,13 +313,24 @@ def check_scaled_dot_product_attention(fn):
         ((2, 3, 4, 8), (2, 3, 7, 8), (2, 3, 7, 5), padding_mask(torch.tensor([[5, 3, 2, 7, 1, 0, 0], [4, 1, 0, 0, 0, 0, 0]])),
          "cross-attention (T_q=4, T_k=7) with a padding mask on the keys"),
     ]
+    helpers = explain_failure(lambda: probe_helpers(fn, {"softmax": check_softmax,
+                                                         "attention_scores": check_attention_scores,
+                                                         "causal_mask": check_causal_mask}))
+    with helpers:
+        _sdpa_cases(fn, cases)
+    return len(cases) + 3
+
+
+def _sdpa_cases(fn, cases) -> None:
     for shape_q, shape_k, shape_v, mask, what in cases:
         q, k, v = torch.randn(shape_q), torch.randn(shape_k), torch.randn(shape_v)
         _attention_case(fn, q, k, v, mask, what, mask_mistakes=mask is not None)
     q, k, v = torch.randn(2, 5, 8) * 30, torch.randn(2, 5, 8) * 30, torch.randn(2, 5, 4)
     _attention_case(fn, q, k, v, None, "large scores (q and k of size about 30)")
+    empty = torch.tensor([[True, True, False], [False, False, False], [True, False, True]])  # query 1: no key
+    q, k, v = torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 4)
+    _attention_case(fn, q, k, v, empty, "a query with nothing to attend to (mask row 1 all False)")
     mask = reference_causal_mask(6)
     inputs = [torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 4)]
     _expect_grads(functools.partial(fn, mask=mask), inputs, ["q", "k", "v"],
                   functools.partial(reference_attention, mask=mask), "causal self-attention (2, 2, 6, 8)")
-    return len(cases) + 2

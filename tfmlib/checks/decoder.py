@@ -23,27 +23,17 @@ import torch.nn as nn
 from ..decoder import DecoderBlock
 from ..masks import causal_mask
 from ..multihead import MultiHeadAttention
-from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
+from .attention import probe_attention_core
+from .core import (CheckFailed, call, check, copy_reference_weights, expect_close,
+                   expect_tensor, grad_of, vary_norms)
+from .probes import explain_failure
 
 __all__ = ["check_shift_right", "check_cross_attention", "check_decoder_block"]
 
 
-def _allclose(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    return a.shape == b.shape and torch.allclose(a.detach().to(b.dtype), b.detach(), atol=atol, rtol=rtol,
-                                                 equal_nan=True)
-
-
 def _compare(actual, expected: torch.Tensor, what: str, mistakes: list[tuple[str, torch.Tensor]],
              shape_hint: str | None = None) -> None:
-    """Like expect_close, but ``mistakes`` is a list of (hint, wrong output or a function computing it,
-    called only when needed): one hint may have many forms."""
-    actual = expect_shape(actual, expected.shape, what, hint=shape_hint)
-    if _allclose(actual, expected):
-        return
-    for hint, wrong in mistakes:
-        if _allclose(actual, wrong() if callable(wrong) else wrong):
-            raise CheckFailed(f"{what}: values differ from the reference", hint)
-    expect_close(actual, expected, what)
+    expect_close(actual, expected, what, mistakes, shape_hint=shape_hint)
 
 
 def _padding(lengths: list[int], S: int) -> torch.Tensor:
@@ -174,7 +164,11 @@ def check_cross_attention(fn) -> int:
         W_q, W_k, W_v, W_o = (torch.randn(C, C) / math.sqrt(C) for _ in range(4))
         mask = None if lengths is None else _padding(lengths, S)
         expected = _reference_cross_attention(x_dec, memory, W_q, W_k, W_v, W_o, H, mask)
-        out = expect_tensor(call(fn, x_dec, memory, W_q, W_k, W_v, W_o, H, mask), f"output for {what}")
+        eye = torch.eye(8)
+        probe = explain_failure(lambda: probe_attention_core(
+            lambda x_q, x_kv, m: fn(x_q, x_kv, eye, eye, eye, eye, 1, m), "your cross_attention"))
+        with probe:
+            out = expect_tensor(call(fn, x_dec, memory, W_q, W_k, W_v, W_o, H, mask), f"output for {what}")
         if S != T and tuple(out.shape) == (B, S, C):
             raise CheckFailed(f"output for {what}: expected shape {(B, T, C)}, got {tuple(out.shape)}", SWAPPED)
         Ws = (W_q, W_k, W_v, W_o)
@@ -190,7 +184,9 @@ def check_cross_attention(fn) -> int:
         if mask is not None:
             mistakes += [(MASK_IGNORED, partial(_wrong_cross_attention, x_dec, memory, *Ws, H, None)),
                          (MASK_INVERTED, partial(_wrong_cross_attention, x_dec, memory, *Ws, H, mask, invert_mask=True))]
-        _compare(out, expected, f"output for {what}", mistakes, shape_hint=SHAPE)
+        with explain_failure(lambda: probe_attention_core(
+                lambda x_q, x_kv, m: fn(x_q, x_kv, eye, eye, eye, eye, 1, m), "your cross_attention")):
+            _compare(out, expected, f"output for {what}", mistakes, shape_hint=SHAPE)
         if lengths is not None:  # gradients reach both the decoder states and the encoder output
             def learner(x, m):
                 return fn(x, m, W_q, W_k, W_v, W_o, H, mask)
@@ -207,32 +203,19 @@ def check_cross_attention(fn) -> int:
 
 
 # -------------------------------------------------------------- decoder block
-_SUBMODULES = ("self_attn", "cross_attn", "ffn", "norm1", "norm2", "norm3")
 
 
 def _reference_block(d_model: int, n_heads: int, d_ff: int, norm_first: bool) -> DecoderBlock:
     ref = DecoderBlock(d_model, n_heads, d_ff, dropout=0.0, norm_first=norm_first).eval()
-    with torch.no_grad():  # LayerNorms that are not the identity, so that a misplaced norm shows
-        for sub in (ref.self_attn_sublayer, ref.cross_attn_sublayer, ref.ffn_sublayer):
-            sub.norm.weight.uniform_(0.5, 1.5)
-            sub.norm.bias.normal_(0.0, 0.3)
+    vary_norms(ref.self_attn_sublayer.norm, ref.cross_attn_sublayer.norm, ref.ffn_sublayer.norm)
     return ref
 
 
 def _load_into(block: nn.Module, ref: DecoderBlock) -> None:
-    sources = {"self_attn": ref.self_attn, "cross_attn": ref.cross_attn, "ffn": ref.ffn,
-               "norm1": ref.self_attn_sublayer.norm, "norm2": ref.cross_attn_sublayer.norm,
-               "norm3": ref.ffn_sublayer.norm}
-    missing = [name for name in _SUBMODULES if not isinstance(getattr(block, name, None), nn.Module)]
-    if missing:
-        raise CheckFailed(f"your block has no submodule(s) {missing}",
-                          "keep the given __init__ (self_attn, cross_attn, ffn, norm1, norm2, norm3).")
-    for name, src in sources.items():
-        try:
-            getattr(block, name).load_state_dict(src.state_dict())
-        except RuntimeError as e:
-            raise CheckFailed(f"could not copy the reference weights into {name}: {e}",
-                              "keep the given __init__ unchanged.") from None
+    copy_reference_weights(block, {"self_attn": ref.self_attn, "cross_attn": ref.cross_attn, "ffn": ref.ffn,
+                                   "norm1": ref.self_attn_sublayer.norm, "norm2": ref.cross_attn_sublayer.norm,
+                                   "norm3": ref.ffn_sublayer.norm},
+                           "keep the given __init__ (self_attn, cross_attn, ffn, norm1, norm2, norm3).")
 
 
 def _wrong_block(ref: DecoderBlock, x, memory, tgt_mask=None, memory_mask=None, *, norm_first: bool,

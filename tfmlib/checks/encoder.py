@@ -25,25 +25,14 @@ import torch.nn as nn
 from ..bert import IGNORE_INDEX, mean_pool as _reference_mean_pool
 from ..encoder import EncoderBlock
 from ..masks import causal_mask, padding_mask as _reference_padding_mask
-from .core import CheckFailed, call, check, expect_close, expect_shape, expect_tensor, grad_of
+from .core import (CheckFailed, call, check, copy_reference_weights, expect_close,
+                   expect_shape, expect_tensor, grad_of, vary_norms)
 
 __all__ = ["check_padding_mask", "check_mean_pool", "check_encoder_block", "check_mlm_mask"]
 
 
-def _allclose(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    return a.shape == b.shape and torch.allclose(a.detach().to(b.dtype), b.detach(), atol=atol, rtol=rtol,
-                                                 equal_nan=True)
-
-
 def _compare(actual, expected: torch.Tensor, what: str, mistakes: list, shape_hint: str | None = None) -> None:
-    """expect_close with ``mistakes`` as a list of (hint, wrong output or a function computing it)."""
-    actual = expect_shape(actual, expected.shape, what, hint=shape_hint)
-    if _allclose(actual, expected):
-        return
-    for hint, wrong in mistakes:
-        if _allclose(actual, wrong() if callable(wrong) else wrong):
-            raise CheckFailed(f"{what}: values differ from the reference", hint)
-    expect_close(actual, expected, what)
+    expect_close(actual, expected, what, mistakes, shape_hint=shape_hint)
 
 
 def _real(lengths: list[int], T: int) -> torch.Tensor:
@@ -138,7 +127,6 @@ def check_mean_pool(fn) -> int:
 
 
 # --------------------------------------------------------------- encoder block
-_SUBMODULES = ("self_attn", "ffn", "norm1", "norm2")
 
 NO_CAUSAL_HERE = ("an encoder is bidirectional: do not add a causal mask (is_causal / causal_mask). Every "
                   "position may attend to every real position, later ones included.")
@@ -156,26 +144,14 @@ BLOCK_SHAPE = "an encoder block keeps the shape: x (B, T, C) -> (B, T, C)."
 
 def _reference_block(d_model: int, n_heads: int, d_ff: int, norm_first: bool) -> EncoderBlock:
     ref = EncoderBlock(d_model, n_heads, d_ff, dropout=0.0, norm_first=norm_first).eval()
-    with torch.no_grad():  # LayerNorms that are not the identity, so that a misplaced norm shows
-        for sub in (ref.attn_sublayer, ref.ffn_sublayer):
-            sub.norm.weight.uniform_(0.5, 1.5)
-            sub.norm.bias.normal_(0.0, 0.3)
+    vary_norms(ref.attn_sublayer.norm, ref.ffn_sublayer.norm)
     return ref
 
 
 def _load_into(block: nn.Module, ref: EncoderBlock) -> None:
-    sources = {"self_attn": ref.self_attn, "ffn": ref.ffn, "norm1": ref.attn_sublayer.norm,
-               "norm2": ref.ffn_sublayer.norm}
-    missing = [name for name in _SUBMODULES if not isinstance(getattr(block, name, None), nn.Module)]
-    if missing:
-        raise CheckFailed(f"your block has no submodule(s) {missing}",
-                          "keep the given __init__ (self_attn, ffn, norm1, norm2).")
-    for name, src in sources.items():
-        try:
-            getattr(block, name).load_state_dict(src.state_dict())
-        except RuntimeError as e:
-            raise CheckFailed(f"could not copy the reference weights into {name}: {e}",
-                              "keep the given __init__ unchanged.") from None
+    copy_reference_weights(block, {"self_attn": ref.self_attn, "ffn": ref.ffn, "norm1": ref.attn_sublayer.norm,
+                                   "norm2": ref.ffn_sublayer.norm},
+                           "keep the given __init__ (self_attn, ffn, norm1, norm2).")
 
 
 def _wrong_block(ref: EncoderBlock, x, mask=None, *, norm_first: bool, causal=False, use_mask=True,

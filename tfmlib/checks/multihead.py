@@ -19,7 +19,9 @@ import torch
 from ..attention import scaled_dot_product_attention
 from ..masks import causal_mask
 from ..multihead import merge_heads, repeat_kv, split_heads
-from .core import CheckFailed, call, check, expect_close, expect_tensor, grad_of
+from .attention import probe_attention_core
+from .core import CheckFailed, call, check, expect_close, expect_tensor, grad_of, hint_for_shape
+from .probes import explain_failure, probe_helpers
 
 __all__ = ["check_split_heads", "check_merge_heads", "check_repeat_kv", "check_multi_head_attention",
            "HINT_SPLIT_TOKENS", "HINT_SPLIT_STRIDED", "HINT_SPLIT_NO_TRANSPOSE", "HINT_MERGE_NO_TRANSPOSE",
@@ -49,11 +51,13 @@ HINT_MASK_INVERTED = "the mask is inverted: True means 'may attend', so fill -in
 HINT_SOFTMAX_AXIS = "take the softmax over the keys (the last axis), so that each query's weights sum to 1."
 
 
-def _expect_shape(x, shape, what: str, shape_hints: dict) -> torch.Tensor:
+def _expect_shape(x, shape, what: str, shape_hints: dict, expected: torch.Tensor | None = None) -> torch.Tensor:
     """Like core.expect_shape, with a hint chosen by the wrong shape the learner returned."""
     x = expect_tensor(x, what)
     if tuple(x.shape) != tuple(shape):
         hint = shape_hints.get(tuple(x.shape))
+        if hint is None and expected is not None:
+            hint = hint_for_shape(x, expected)
         if hint is None and x.numel() == math.prod(shape):
             hint = "the right number of elements in the wrong shape: check your view/reshape/transpose."
         raise CheckFailed(f"{what}: expected shape {tuple(shape)}, got {tuple(x.shape)}", hint)
@@ -133,13 +137,14 @@ def _mha_variant(x_q, x_kv, W_q, W_k, W_v, W_o, n_heads, mask=None, *, split="fe
                  use_w_o=True, scale="head", kv="interleave", mask_mode="keep", softmax_dim=-1):
     """The exercise's forward, with switches that reproduce the usual mistakes (defaults = correct)."""
     B, T_q, C = x_q.shape
-    T_k = x_kv.shape[1]
     hs = C // n_heads
     H_kv = W_k.shape[1] // hs
 
     def heads(t, n):  # (B, T, n * hs) -> (B, n, T, hs)
         if split == "tokens":
             return t.reshape(B, n, t.shape[1], hs)
+        if split == "strided":  # head h gets features h, h + n, h + 2n, ...
+            return t.reshape(B, t.shape[1], hs, n).permute(0, 3, 1, 2)
         return t.reshape(B, t.shape[1], n, hs).transpose(1, 2)
 
     q, k, v = heads(x_q @ W_q, n_heads), heads(x_kv @ W_k, H_kv), heads(x_kv @ W_v, H_kv)
@@ -184,6 +189,7 @@ def _weights(C, n_heads, n_kv_heads):
 
 def _mistakes(args, mask, gqa: bool) -> dict:
     variants = {HINT_SPLIT_TOKENS: dict(split="tokens"),
+                HINT_SPLIT_STRIDED: dict(split="strided"),
                 HINT_MERGE_NO_TRANSPOSE: dict(merge="plain"),
                 HINT_NO_W_O: dict(use_w_o=False),
                 HINT_SCALE_D_MODEL: dict(scale="model"),
@@ -195,6 +201,16 @@ def _mistakes(args, mask, gqa: bool) -> dict:
         variants[HINT_MASK_IGNORED] = dict(mask_mode="ignore")
         variants[HINT_MASK_INVERTED] = dict(mask_mode="invert")
     return {hint: _mha_variant(*args, mask=mask, **flags) for hint, flags in variants.items()}
+
+
+def _probe(fn) -> None:
+    """First the learner's own helpers (exercises 1-3), then one head and identity weights: the
+    learner's forward is then plain attention (lesson 03)."""
+    probe_helpers(fn, {"split_heads": check_split_heads, "merge_heads": check_merge_heads,
+                       "repeat_kv": check_repeat_kv})
+    eye = torch.eye(8)
+    probe_attention_core(lambda x_q, x_kv, mask: fn(x_q, x_kv, eye, eye, eye, eye, 1, mask=mask),
+                         "your multi_head_attention")
 
 
 @check("multi_head_attention")
@@ -212,10 +228,12 @@ def check_multi_head_attention(fn):
         x_q = torch.randn(B, T_q, C)
         x_kv = x_q if T_q == T_k else torch.randn(B, T_k, C)
         args = (x_q, x_kv, *_weights(C, H, H_kv), H)
-        out = call(fn, *(a.clone() if torch.is_tensor(a) else a for a in args), mask=mask)
+        with explain_failure(lambda: _probe(fn)):
+            out = call(fn, *(a.clone() if torch.is_tensor(a) else a for a in args), mask=mask)
         expected = reference_multi_head_attention(*args, mask=mask)
-        _expect_shape(out, expected.shape, f"output on {what}", {})
-        expect_close(out, expected, f"output on {what}", mistakes=_mistakes(args, mask, gqa=H_kv < H))
+        _expect_shape(out, expected.shape, f"output on {what}", {}, expected)
+        with explain_failure(lambda: _probe(fn)):
+            expect_close(out, expected, f"output on {what}", mistakes=_mistakes(args, mask, gqa=H_kv < H))
     # gradients reach the inputs and every weight matrix
     x = torch.randn(2, 4, 8)
     weights = _weights(8, 2, 2)

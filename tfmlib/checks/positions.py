@@ -154,7 +154,8 @@ def check_add_positions(fn):
     for g_mine, g_ref, name in zip(mine, ref, ("token_vectors", "table")):
         if g_mine is None:
             raise CheckFailed(f"no gradient reaches {name}", HINT_NO_GRAD)
-        expect_close(g_mine, g_ref, f"gradient w.r.t. {name}", hint=HINT_NO_GRAD)
+        expect_close(g_mine, g_ref, f"gradient w.r.t. {name}",   # a zero gradient: it was cut off
+                     hint=HINT_NO_GRAD if not bool(g_mine.detach().any()) else None)
     # a sequence longer than the table: a clear ValueError, not a silent or cryptic result
     token_vectors, table = torch.randn(2, 9, 8), torch.randn(6, 8)
     try:

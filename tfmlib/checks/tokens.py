@@ -1,5 +1,5 @@
 """Checks for lesson 02, tokens and embeddings: one BPE step (count_pairs, merge_pair),
-BPE training, the embedding lookup as a one-hot product, and cosine similarity.
+BPE training, encoding with learned merges (encode_bpe), the embedding lookup as a one-hot product, and cosine similarity.
 
 Shape legend: V vocabulary size, C embedding width, B batch, T tokens, N and M vectors.
 """
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from ..tokenizers import count_pairs, merge_pair
 from .core import CheckFailed, call, check, expect_close, grad_of
 
-__all__ = ["check_count_pairs", "check_merge_pair", "check_train_bpe", "check_embedding_lookup",
-           "check_cosine_similarity", "reference_train_bpe"]
+__all__ = ["check_count_pairs", "check_merge_pair", "check_train_bpe", "check_encode_bpe", "check_embedding_lookup",
+           "check_cosine_similarity", "reference_train_bpe", "reference_encode_bpe"]
 
 
 def _expect_equal(actual, expected, what: str, mistakes: dict | None = None, hint: str | None = None):
@@ -217,6 +217,54 @@ def check_train_bpe(fn):
                 _train_variant(text, n, as_bytes=False),
         }
         _expect_equal(got, expected, what, mistakes)
+    return len(cases)
+
+
+# --------------------------------------------------------------------------- encode_bpe
+
+def reference_encode_bpe(text: str, merges, order=None, new_id=lambda k: 256 + k, as_bytes: bool = True) -> list[int]:
+    """UTF-8 bytes of ``text``, then every learned merge in the order it was learned (merge k -> id 256 + k).
+    ``order``/``new_id``/``as_bytes`` only exist to reproduce the usual mistakes."""
+    ids = list(text.encode("utf-8")) if as_bytes else [ord(ch) for ch in text]
+    ranked = list(enumerate(merges))
+    for k, pair in (ranked[::-1] if order == "reversed" else ranked):
+        ids = merge_pair(ids, tuple(pair), new_id(k))
+    return ids
+
+
+ENCODE_ORDER = ("apply the merges in the order they were learned: merge k may build on ids made by earlier "
+                "merges (e.g. (256, 257)), so it can only match after them.")
+ENCODE_IDS = "merge k creates the id 256 + k: use enumerate(merges) to know k."
+ENCODE_BYTES = "start from the UTF-8 bytes, list(text.encode('utf-8')), as training did; not from ord() of each character."
+ENCODE_RETRAIN = ("do not count pairs or learn new merges here: encoding only replays the merges it is given, "
+                  "in their order, even if another pair is more frequent in this text.")
+
+
+@check("encode_bpe")
+def check_encode_bpe(fn):
+    """fn(text, merges) -> list of ids: UTF-8 bytes, then each merge in order (merge k -> 256 + k)."""
+    train = "aaabdaaabac"
+    cases = [
+        ("'aaabdaaabac' with the merges learned on it", train, reference_train_bpe(train, 3)),
+        ("a new text 'abaab aac' with the same merges", "abaab aac", reference_train_bpe(train, 3)),
+        ("'low lower lowest' with merges learned on other words",
+         "low lower lowest", reference_train_bpe("slow slower slowest newest widest lowly", 8)),
+        ("'naïve café' (multi-byte characters)", "naïve café", reference_train_bpe("naïve café naïve café", 4)),
+        ("no merges at all", "hello", []),
+        ("an empty text", "", reference_train_bpe(train, 3)),
+    ]
+    for what, text, merges in cases:
+        got = _call_with_hint(fn, text, [tuple(p) for p in merges])
+        if not isinstance(got, list):
+            raise CheckFailed(f"{what}: expected a list of ids, got {type(got).__name__}",
+                              "return the list of ids after applying every merge.")
+        mistakes = {ENCODE_ORDER: reference_encode_bpe(text, merges, order="reversed"),
+                    ENCODE_IDS: reference_encode_bpe(text, merges, new_id=lambda k: k),
+                    ENCODE_BYTES: reference_encode_bpe(text, merges, as_bytes=False),
+                    ENCODE_RETRAIN: reference_encode_bpe(text, reference_train_bpe(text, len(merges)))}
+        mistakes[ENCODE_IDS + " (not 256 for every merge)"] = reference_encode_bpe(text, merges, new_id=lambda k: 256)
+        expected = reference_encode_bpe(text, merges)
+        _expect_equal(got, expected, what, {h: w for h, w in mistakes.items() if w != expected})
     return len(cases)
 
 

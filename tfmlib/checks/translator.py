@@ -14,8 +14,6 @@ Shape legend: B batch, T target length, S source length, V vocabulary, K beams.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
