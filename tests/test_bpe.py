@@ -162,3 +162,5 @@ def test_bad_training_input():
         ByteLevelBPE().train("abc", vocab_size=256, special_tokens=[EOT])
     with pytest.raises(ValueError, match="non-empty str"):
         ByteLevelBPE().train("", vocab_size=300)
+    with pytest.raises(ValueError, match="min_frequency must be an int >= 1, got 0"):
+        ByteLevelBPE().train("abab", vocab_size=300, min_frequency=0)

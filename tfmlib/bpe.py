@@ -122,6 +122,8 @@ class ByteLevelBPE:
         specials = list(dict.fromkeys(special_tokens))
         if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
             raise ValueError(f"vocab_size must be an int >= 256 + {len(specials)} special tokens, got {vocab_size!r}")
+        if not isinstance(min_frequency, int) or min_frequency < 1:
+            raise ValueError(f"min_frequency must be an int >= 1, got {min_frequency!r}")
         self._set([bytes([b]) for b in range(256)], [], {})
         chunk_counts: dict[str, int] = {}
         split = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
