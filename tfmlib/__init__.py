@@ -24,6 +24,7 @@
     checkpoint   safe save / load / resume
     decoding     greedy and beam search for the encoder-decoder
     bert         encoder-only classifier and BERT's masked-language-model rule
+    llama        Llama-format configs and weights in the GPT
     checks       the exercise checks
     plotting     attention heatmaps and measured curves
 """

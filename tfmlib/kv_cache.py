@@ -64,7 +64,8 @@ def cached_self_attention(attn: MultiHeadAttention, x: torch.Tensor, cache: KVCa
     v = attn.v_proj(x).view(B, T_new, H_kv, hs).transpose(1, 2)   # (B, H_kv, T_new, hs)
     if attn.rope is not None:
         if positions is None:
-            positions = torch.arange(len(cache), len(cache) + T_new, device=x.device)  # (T_new,)
+            past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]  # this layer's T_past
+            positions = torch.arange(past, past + T_new, device=x.device)            # (T_new,)
         q, k = attn.rope(q, positions), attn.rope(k, positions)
     k, v = cache.append(layer, k, v)                               # (B, H_kv, T_all, hs)
     k, v = repeat_kv(k, H // H_kv), repeat_kv(v, H // H_kv)        # (B, H, T_all, hs)
