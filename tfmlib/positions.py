@@ -128,6 +128,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, offset: in
         cos, sin = cos[offset:offset + T], sin[offset:offset + T]  # (T, hs)
     else:
         cos, sin = _gather_angles(cos, sin, positions, T)
+    if pairing == "half":  # the same sum, in fewer kernels: roll gives (x2, x1), the sign moves into sin
+        half = hs // 2
+        signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)   # (T, hs) or (B, 1, T, hs)
+        return x * cos + x.roll(half, dims=-1) * signed_sin
     return x * cos + _rotate_pairs(x, pairing) * sin
 
 
