@@ -12,6 +12,7 @@
     transformer  the full encoder-decoder
     gpt          decoder-only language model (GPT-2- or Llama-style) and sampling
     kv_cache     key/value cache for fast generation
+    efficient_attention  tiled (online-softmax) attention, sliding windows, FLOPs
     config       frozen configs with named presets
     interop      copy weights from PyTorch's reference modules
     tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
