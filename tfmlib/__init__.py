@@ -6,13 +6,12 @@
     multihead    multi-head attention (with grouped-query / multi-query heads)
     embeddings   token embedding
     positions    sinusoidal, learned and rotary (RoPE) positions
-    layers       LayerNorm, RMSNorm, feed-forward (MLP, SwiGLU), residual Add & Norm (pre-LN / post-LN)
+    layers       LayerNorm, feed-forward, residual Add & Norm (pre-LN / post-LN)
     encoder      encoder block and stack
     decoder      decoder block and stack (masked self-attention + cross-attention)
     transformer  the full encoder-decoder
-    gpt          decoder-only language model (GPT-2- or Llama-style) and sampling
+    gpt          decoder-only language model and sampling
     kv_cache     key/value cache for fast generation
-    efficient_attention  tiled (online-softmax) attention, sliding windows, FLOPs
     config       frozen configs with named presets
     interop      copy weights from PyTorch's reference modules
     tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
@@ -25,7 +24,6 @@
     checkpoint   safe save / load / resume
     decoding     greedy and beam search for the encoder-decoder
     bert         encoder-only classifier and BERT's masked-language-model rule
-    llama        Llama-format configs and weights in the GPT
     checks       the exercise checks
     plotting     attention heatmaps and measured curves
 """
