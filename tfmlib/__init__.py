@@ -28,16 +28,16 @@
     plotting     attention heatmaps and measured curves
 """
 from .attention import masked_softmax, scaled_dot_product_attention
-from .config import EncoderConfig, GPTConfig, TransformerConfig, preset_for_device
+from .config import BlockSpec, EncoderConfig, GPTConfig, TransformerConfig, preset_for_device
 from .decoder import Decoder, DecoderBlock
 from .embeddings import TokenEmbedding
 from .encoder import Encoder, EncoderBlock
-from .gpt import GPT, sample_next, sampling_probs, top_k_filter, top_p_filter
+from .gpt import GPT, GPTBlock, sample_next, sampling_probs, top_k_filter, top_p_filter
 from .kv_cache import KVCache
-from .layers import FeedForward, LayerNorm, ResidualSublayer, layer_norm
+from .layers import FeedForward, LayerNorm, ResidualSublayer, RMSNorm, SwiGLU, layer_norm, rms_norm
 from .masks import causal_mask, combine_masks, padding_mask
 from .multihead import MultiHeadAttention, merge_heads, record_attention, repeat_kv, split_heads
-from .positions import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, apply_rope,
+from .positions import (LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding, apply_rope,
                         rope_cache, sinusoidal_encoding)
 from .transformer import Seq2SeqTransformer, Transformer
 from .utils import (check_tensor, configure_threads, count_parameters, describe_device, get_device,
