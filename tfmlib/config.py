@@ -22,7 +22,7 @@ class _Config:
 
     PRESETS: dict[str, dict] = {}
     POSITIONALS = ("sinusoidal", "learned")
-    ACTIVATIONS = ("relu", "gelu")
+    ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
     @classmethod
     def preset(cls, name: str, **overrides):
@@ -101,7 +101,7 @@ class BlockSpec:
 
         norm        "layernorm" (GPT-2) or "rmsnorm" (Llama)
         ffn         "mlp" (Linear, activation, Linear) or "swiglu" (gated, Llama)
-        activation  the MLP's "relu", "gelu" or "silu" (SwiGLU always gates with SiLU)
+        activation  the MLP's "relu", "gelu", "gelu_tanh" (GPT-2) or "silu" (SwiGLU always gates with SiLU)
         bias        biases in every Linear of the block (False in Llama and nanoGPT's default)
         norm_first  pre-LN (True) or post-LN
         norm_eps    the norms' epsilon (LayerNorm 1e-5; Llama's RMSNorm 1e-6)
@@ -124,7 +124,7 @@ class BlockSpec:
 
 
 def _check_block_fields(c) -> None:
-    choices = {"norm": ("layernorm", "rmsnorm"), "ffn": ("mlp", "swiglu"), "activation": ("relu", "gelu", "silu")}
+    choices = {"norm": ("layernorm", "rmsnorm"), "ffn": ("mlp", "swiglu"), "activation": ("relu", "gelu", "gelu_tanh", "silu")}
     for name, allowed in choices.items():
         if getattr(c, name) not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {getattr(c, name)!r}")
@@ -145,7 +145,7 @@ class GPTConfig(_Config):
     """
 
     POSITIONALS = ("sinusoidal", "learned", "rope")
-    ACTIVATIONS = ("relu", "gelu", "silu")
+    ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
     vocab_size: int = 65
     d_model: int = 64
