@@ -105,7 +105,9 @@ def copy_weights(model: nn.Module, state_dict: dict[str, torch.Tensor],
 # ---------------------------------------------------------------------------------------------- BERT
 def bert_config(hf: dict, **overrides) -> EncoderConfig:
     """EncoderConfig of a Hugging Face BertConfig dict: post-LN, segment embeddings, a LayerNorm
-    after the embeddings, none at the end, mean pooling and no head (sentence vectors)."""
+    after the embeddings, none at the end, mean pooling and no head (sentence vectors). The WordPiece
+    tokenizer already puts [CLS] first: for [CLS] pooling take ``model.features(...)[0][:, 0]``
+    (pooling="cls" would put the config's cls_id in front a second time)."""
     if hf.get("model_type", "bert") != "bert":
         raise ValueError(f"load_bert reads BERT-architecture models, got model_type={hf.get('model_type')!r}")
     if hf.get("position_embedding_type", "absolute") != "absolute":
@@ -114,7 +116,7 @@ def bert_config(hf: dict, **overrides) -> EncoderConfig:
                   n_layers=hf["num_hidden_layers"], d_ff=hf["intermediate_size"],
                   max_len=hf["max_position_embeddings"], activation=_activation(hf.get("hidden_act", "gelu")),
                   norm_eps=float(hf.get("layer_norm_eps", 1e-12)), n_token_types=hf.get("type_vocab_size", 2),
-                  pad_id=hf.get("pad_token_id", 0) or 0, cls_id=hf.get("pad_token_id", 0) or 0,
+                  pad_id=hf.get("pad_token_id", 0) or 0,
                   norm_first=False, positional="learned", embed_norm=True, final_norm=False, dropout=0.0,
                   pooling="mean", n_classes=0)
     return EncoderConfig(**{**fields, **overrides})
