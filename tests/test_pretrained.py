@@ -249,3 +249,20 @@ def test_gpt2_loader_errors_and_tokenizer_files(tiny_gpt2, tmp_path):
     shutil.copy(merges, tmp_path / "merges.txt")
     _, tokenizer = load_gpt2(tmp_path)
     assert tokenizer.encode("the cat") == bpe.encode("the cat")
+
+
+def test_gpt2_attention_mask_equals_reference_on_real_tokens(tiny_gpt2):
+    reference, directory = tiny_gpt2
+    model, _ = load_gpt2(directory)
+    ids = torch.tensor([[5, 17, 42, 3, 9, 0, 0], [60, 1, 2, 90, 11, 12, 13]])   # row 0: 2 padding tokens
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        mine = model(ids, attention_mask=attention_mask)
+        expected = reference(ids, attention_mask=attention_mask).logits
+        alone = model(ids[:1, :5])
+    real = attention_mask.bool()
+    assert (mine - expected)[real].abs().max() <= 1e-5
+    assert (mine[0, :5] - alone[0]).abs().max() <= 1e-5          # padding on the right changes nothing
+    assert torch.equal(mine, model(ids, key_mask=real))
+    with pytest.raises(ValueError, match="not both"):
+        model(ids, key_mask=real, attention_mask=attention_mask)
