@@ -1,3 +1,8 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any test imports transformers: nothing may download
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 import pytest
 import torch
 

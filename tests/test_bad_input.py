@@ -83,7 +83,7 @@ def test_layernorm_wrong_width_and_bad_config_values():
         LayerNorm(8)(torch.randn(2, 6))
     with pytest.raises(ValueError, match="dropout must be in"):
         GPTConfig(dropout=1.5)
-    with pytest.raises(ValueError, match="activation must be 'relu' or 'gelu', got 'tanh'"):
+    with pytest.raises(ValueError, match="activation must be 'relu' or 'gelu' or 'gelu_tanh', got 'tanh'"):
         TransformerConfig(activation="tanh")
 
 

@@ -23,7 +23,7 @@ class _Config:
 
     PRESETS: dict[str, dict] = {}
     POSITIONALS = ("sinusoidal", "learned")
-    ACTIVATIONS = ("relu", "gelu")
+    ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
     @classmethod
     def preset(cls, name: str, **overrides):
@@ -102,7 +102,7 @@ class BlockSpec:
 
         norm        "layernorm" (GPT-2) or "rmsnorm" (Llama)
         ffn         "mlp" (Linear, activation, Linear) or "swiglu" (gated, Llama)
-        activation  the MLP's "relu", "gelu" or "silu" (SwiGLU always gates with SiLU)
+        activation  the MLP's "relu", "gelu", "gelu_tanh" (GPT-2) or "silu" (SwiGLU always gates with SiLU)
         bias        biases in every Linear of the block (False in Llama and nanoGPT's default)
         norm_first  pre-LN (True) or post-LN
         norm_eps    the norms' epsilon (LayerNorm 1e-5; Llama's RMSNorm 1e-6)
@@ -125,7 +125,7 @@ class BlockSpec:
 
 
 def _check_block_fields(c) -> None:
-    choices = {"norm": ("layernorm", "rmsnorm"), "ffn": ("mlp", "swiglu"), "activation": ("relu", "gelu", "silu")}
+    choices = {"norm": ("layernorm", "rmsnorm"), "ffn": ("mlp", "swiglu"), "activation": ("relu", "gelu", "gelu_tanh", "silu")}
     for name, allowed in choices.items():
         if getattr(c, name) not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {getattr(c, name)!r}")
@@ -146,7 +146,7 @@ class GPTConfig(_Config):
     """
 
     POSITIONALS = ("sinusoidal", "learned", "rope")
-    ACTIVATIONS = ("relu", "gelu", "silu")
+    ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
     vocab_size: int = 65
     d_model: int = 64
@@ -222,12 +222,21 @@ class EncoderConfig(_Config):
     pooling: str = "cls"      # "cls": the vector of a [CLS] token put in front; "mean": masked mean
     pad_id: int = 0
     cls_id: int = 1           # tfmlib.data.Vocab's <bos> doubles as [CLS]
+    n_token_types: int = 0    # > 0: a learned segment (token-type) embedding is added (BERT: 2)
+    embed_norm: bool = False  # a LayerNorm right after the summed embeddings (BERT)
+    final_norm: bool = True   # the stack's final LayerNorm (pre-LN needs it; BERT's post-LN has none)
+    norm_eps: float = 1e-5    # every LayerNorm's epsilon (BERT: 1e-12)
 
     def __post_init__(self):
         self._check_common()
-        for name in ("vocab_size", "n_classes", "n_layers"):
+        for name in ("vocab_size", "n_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("n_classes", "n_token_types"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.norm_eps, float) and self.norm_eps > 0):
+            raise ValueError(f"norm_eps must be a positive float, got {self.norm_eps!r}")
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
         for name in ("pad_id", "cls_id"):

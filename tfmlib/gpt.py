@@ -68,9 +68,10 @@ class GPTBlock(nn.Module):
 class GPT(nn.Module):
     """idx (B, T) token ids -> logits (B, T, V) for the next token at every position.
 
-    forward(idx, positions=None, key_mask=None)
+    forward(idx, positions=None, key_mask=None, *, attention_mask=None)
         positions  integer ids (T,) or (B, T), default 0 .. T-1 (e.g. shifted after left padding)
         key_mask   bool (B, T), True = a real token, False = padding that no token may attend to
+        attention_mask  the same as key_mask, in Hugging Face's name and 0/1 integers (1 = real token)
     """
 
     def __init__(self, config: GPTConfig):
@@ -133,8 +134,12 @@ class GPT(nn.Module):
         return self.pos.dropout(x + self.pos.table()[positions])  # + (T, C) or (B, T, C)
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                key_mask: torch.Tensor | None = None, *, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor(idx, "idx", ndim=2, dtype_kind="int")
+        if attention_mask is not None:
+            if key_mask is not None:
+                raise ValueError("give key_mask or attention_mask (the same mask), not both")
+            key_mask = attention_mask.bool() if isinstance(attention_mask, torch.Tensor) else attention_mask
         if positions is None and key_mask is None and self.rope is None:
             x = self.pos(self.tok_embed(idx))  # (B, T) -> (B, T, C)
         else:

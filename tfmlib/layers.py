@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .utils import check_tensor
 
 __all__ = ["LayerNorm", "layer_norm", "RMSNorm", "rms_norm", "make_norm", "NORMS", "FeedForward", "SwiGLU",
-           "silu", "make_ffn", "FFNS", "ResidualSublayer", "ACTIVATIONS"]
+           "silu", "gelu_tanh", "make_ffn", "FFNS", "ResidualSublayer", "ACTIVATIONS"]
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:
@@ -23,7 +23,13 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(x)
 
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (GPT-2's "gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    Equals F.gelu(x, approximate="tanh"); differs from the exact GELU by up to ~5e-4."""
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": gelu_tanh, "silu": F.silu}
 NORMS = ("layernorm", "rmsnorm")
 FFNS = ("mlp", "swiglu")
 
