@@ -1,10 +1,7 @@
 """environment.yml (conda) and pyproject.toml (pip) declare the same packages."""
 import re
+import tomllib
 from pathlib import Path
-
-import pytest
-
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +19,8 @@ def test_environment_yml_matches_pyproject():
         if m and not m.group(1).startswith("-e"):
             conda.add(_norm(m.group(1)))
     assert conda == declared, f"only in environment.yml: {sorted(conda - declared)}; only in pyproject: {sorted(declared - conda)}"
-    assert re.search(r"^\s+- python>=3\.10$", (ROOT / "environment.yml").read_text(), re.M)
-    assert project["requires-python"] == ">=3.10"
+    assert re.search(r"^\s+- python>=3\.11$", (ROOT / "environment.yml").read_text(), re.M)
+    assert project["requires-python"] == ">=3.11"
 
 
 def test_torch_range_is_bounded_so_no_cuda_build_is_pulled():

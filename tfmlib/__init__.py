@@ -6,12 +6,13 @@
     multihead    multi-head attention (with grouped-query / multi-query heads)
     embeddings   token embedding
     positions    sinusoidal, learned and rotary (RoPE) positions
-    layers       LayerNorm, feed-forward, residual Add & Norm (pre-LN / post-LN)
+    layers       LayerNorm, RMSNorm, feed-forward (MLP, SwiGLU), residual Add & Norm (pre-LN / post-LN)
     encoder      encoder block and stack
     decoder      decoder block and stack (masked self-attention + cross-attention)
     transformer  the full encoder-decoder
-    gpt          decoder-only language model and sampling
+    gpt          decoder-only language model (GPT-2- or Llama-style) and sampling
     kv_cache     key/value cache for fast generation
+    efficient_attention  tiled (online-softmax) attention, sliding windows, FLOPs
     config       frozen configs with named presets
     interop      copy weights from PyTorch's reference modules
     tokenizers   character, word and byte-pair-encoding tokenizers, trained from scratch
@@ -24,20 +25,21 @@
     checkpoint   safe save / load / resume
     decoding     greedy and beam search for the encoder-decoder
     bert         encoder-only classifier and BERT's masked-language-model rule
+    llama        Llama-format configs and weights in the GPT
     checks       the exercise checks
     plotting     attention heatmaps and measured curves
 """
 from .attention import masked_softmax, scaled_dot_product_attention
-from .config import EncoderConfig, GPTConfig, TransformerConfig, preset_for_device
+from .config import BlockSpec, EncoderConfig, GPTConfig, TransformerConfig, preset_for_device
 from .decoder import Decoder, DecoderBlock
 from .embeddings import TokenEmbedding
 from .encoder import Encoder, EncoderBlock
-from .gpt import GPT, sample_next, sampling_probs, top_k_filter, top_p_filter
+from .gpt import GPT, GPTBlock, sample_next, sampling_probs, top_k_filter, top_p_filter
 from .kv_cache import KVCache
-from .layers import FeedForward, LayerNorm, ResidualSublayer, layer_norm
+from .layers import FeedForward, LayerNorm, ResidualSublayer, RMSNorm, SwiGLU, layer_norm, rms_norm
 from .masks import causal_mask, combine_masks, padding_mask
 from .multihead import MultiHeadAttention, merge_heads, record_attention, repeat_kv, split_heads
-from .positions import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, apply_rope,
+from .positions import (LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding, apply_rope,
                         rope_cache, sinusoidal_encoding)
 from .transformer import Seq2SeqTransformer, Transformer
 from .utils import (check_tensor, configure_threads, count_parameters, describe_device, get_device,

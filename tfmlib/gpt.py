@@ -2,6 +2,11 @@
 causal self-attention blocks, a final LayerNorm, and an output projection that
 may share its matrix with the token embedding (weight tying).
 
+The same class builds a Llama-style model (GPTConfig.preset("llama-cpu", ...)):
+RMSNorm, SwiGLU, rotary positions inside attention, grouped-query attention,
+no biases. Each option is a GPTConfig field; a block is built from one frozen
+BlockSpec.
+
 The "input" of a decoder-only model is its prompt; generation repeats the same
 next-token step.
 
@@ -15,20 +20,58 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GPTConfig
+from .config import BlockSpec, GPTConfig
 from .embeddings import TokenEmbedding
-from .encoder import EncoderBlock
-from .layers import LayerNorm
+from .layers import FeedForward, ResidualSublayer, make_ffn, make_norm
+from .masks import causal_mask
+from .multihead import MultiHeadAttention
+from .positions import RotaryEmbedding
 from .transformer import make_positional
 from .utils import check_tensor
 
 from .kv_cache import KVCache, cached_self_attention
 
-__all__ = ["GPT", "sample_next", "sampling_probs", "top_k_filter", "top_p_filter"]
+__all__ = ["GPT", "GPTBlock", "sample_next", "sampling_probs", "top_k_filter", "top_p_filter"]
+
+
+class GPTBlock(nn.Module):
+    """Causal self-attention sublayer, then feed-forward sublayer: x (B, T, C) -> (B, T, C).
+
+    Built from one frozen ``BlockSpec`` (norm, ffn, activation, bias, norm_first, norm_eps,
+    dropout); ``rope`` (a RotaryEmbedding, shared by all blocks) rotates queries and keys.
+    With the default spec it is exactly tfmlib's EncoderBlock run with a causal mask.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, *, n_kv_heads: int | None = None,
+                 spec: BlockSpec = BlockSpec(), rope: RotaryEmbedding | None = None):
+        super().__init__()
+        if not isinstance(spec, BlockSpec):
+            raise TypeError(f"spec must be a BlockSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.self_attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, dropout=spec.dropout, bias=spec.bias,
+                                            rope=rope)
+        self.ffn = make_ffn(spec.ffn, d_model, d_ff, spec.dropout, spec.activation, spec.bias)
+        self.attn_sublayer = ResidualSublayer(d_model, spec.dropout, spec.norm_first, spec.norm_eps, norm=spec.norm)
+        self.ffn_sublayer = ResidualSublayer(d_model, spec.dropout, spec.norm_first, spec.norm_eps, norm=spec.norm)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = True, *,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attn_sublayer(x, lambda h: self.self_attn(h, mask=mask, is_causal=is_causal, positions=positions)[0])
+        return self.ffn_sublayer(x, self.ffn)
+
+    @property
+    def ffn_out(self) -> nn.Linear:
+        """The FFN's last matrix (F -> C), which writes into the residual stream."""
+        return self.ffn.linear2 if isinstance(self.ffn, FeedForward) else self.ffn.down_proj
 
 
 class GPT(nn.Module):
-    """idx (B, T) token ids -> logits (B, T, V) for the next token at every position."""
+    """idx (B, T) token ids -> logits (B, T, V) for the next token at every position.
+
+    forward(idx, positions=None, key_mask=None)
+        positions  integer ids (T,) or (B, T), default 0 .. T-1 (e.g. shifted after left padding)
+        key_mask   bool (B, T), True = a real token, False = padding that no token may attend to
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -36,16 +79,28 @@ class GPT(nn.Module):
             raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
         self.config = c = config
         self.tok_embed = TokenEmbedding(c.vocab_size, c.d_model, scale=False)
-        self.pos = make_positional(c.positional, c.d_model, c.max_len, c.dropout)
+        if c.positional == "rope":  # positions enter inside attention, nothing is added to x
+            self.pos = None
+            self.embed_dropout = nn.Dropout(c.dropout)
+            self.rope = RotaryEmbedding(c.head_size, c.max_len, c.rope_base, c.rope_pairing)
+        else:
+            self.pos = make_positional(c.positional, c.d_model, c.max_len, c.dropout)
+            self.rope = None
         # a decoder-only block is an encoder block run with a causal mask
+        spec = c.block_spec()
         self.blocks = nn.ModuleList(
-            EncoderBlock(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, c.activation, c.n_kv_heads)
+            GPTBlock(c.d_model, c.n_heads, c.d_ff, n_kv_heads=c.n_kv_heads, spec=spec, rope=self.rope)
             for _ in range(c.n_layers))
-        self.norm = LayerNorm(c.d_model)
+        self.norm = make_norm(c.norm, c.d_model, eps=c.norm_eps)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.tok_embed.weight
         self.apply(self._init_weights)
+        if c.scaled_init:  # GPT-2: each residual branch's output starts smaller, by 1/sqrt(2 n_layers)
+            std = 0.02 / math.sqrt(2 * c.n_layers)
+            for block in self.blocks:
+                nn.init.normal_(block.self_attn.out_proj.weight, mean=0.0, std=std)
+                nn.init.normal_(block.ffn_out.weight, mean=0.0, std=std)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -54,25 +109,65 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def _check_positions(self, positions: torch.Tensor, B: int, T: int) -> None:
+        check_tensor(positions, "positions", ndim=(1, 2), dtype_kind="int")
+        if positions.shape not in ((T,), (B, T)):
+            raise ValueError(f"positions must have shape ({T},) or ({B}, {T}), got {tuple(positions.shape)}")
+        if positions.device.type == "cpu" and positions.numel():
+            lo, hi = int(positions.min()), int(positions.max())
+            if lo < 0 or hi >= self.config.max_len:
+                raise ValueError(f"positions must lie in [0, {self.config.max_len - 1}] (max_len="
+                                 f"{self.config.max_len}), got positions from {lo} to {hi}")
+
+    def _embed(self, idx: torch.Tensor, positions: torch.Tensor | None, start: int = 0) -> torch.Tensor:
+        """Token vectors (B, T, C), plus the position vectors unless positions are rotary."""
+        x = self.tok_embed(idx)                                   # (B, T) -> (B, T, C)
+        if positions is not None:
+            self._check_positions(positions, *idx.shape)
+        elif start + idx.shape[1] > self.config.max_len:
+            raise ValueError(f"{start} earlier + {idx.shape[1]} new positions exceed max_len={self.config.max_len}")
+        if self.rope is not None:
+            return self.embed_dropout(x)
+        if positions is None:
+            return self.pos.dropout(x + self.pos.table()[start:start + idx.shape[1]])  # + (T, C)
+        return self.pos.dropout(x + self.pos.table()[positions])  # + (T, C) or (B, T, C)
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor(idx, "idx", ndim=2, dtype_kind="int")
-        x = self.pos(self.tok_embed(idx))  # (B, T) -> (B, T, C)
+        if positions is None and key_mask is None and self.rope is None:
+            x = self.pos(self.tok_embed(idx))  # (B, T) -> (B, T, C)
+        else:
+            x = self._embed(idx, positions)
+        mask = None
+        if key_mask is not None:
+            B, T = idx.shape
+            check_tensor(key_mask, "key_mask", ndim=2, dtype_kind="bool")
+            if key_mask.shape != (B, T):
+                raise ValueError(f"key_mask must have shape ({B}, {T}) like idx, got {tuple(key_mask.shape)}")
+            diagonal = torch.eye(T, dtype=torch.bool, device=idx.device)      # a pad still sees itself: no empty row
+            mask = (causal_mask(T, T, device=idx.device) & key_mask[:, None, None, :]) | diagonal  # (B, 1, T, T)
         for block in self.blocks:
-            x = block(x, is_causal=True)
+            x = block(x, mask=mask, is_causal=mask is None, positions=positions)
         return self.lm_head(self.norm(x))  # (B, T, C) -> (B, T, V)
 
     @torch.no_grad()
-    def forward_cached(self, idx_new: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_cached(self, idx_new: torch.Tensor, cache: KVCache,
+                       positions: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T_new, V) for new tokens idx_new (B, T_new) that follow the len(cache) tokens
-        already in ``cache`` (updated in place). Equals self(full)[:, -T_new:] in eval mode."""
+        already in ``cache`` (updated in place). Equals self(full)[:, -T_new:] in eval mode.
+        ``positions`` (T_new,) or (B, T_new) overrides the default len(cache) .. len(cache) + T_new - 1."""
         check_tensor(idx_new, "idx_new", ndim=2, dtype_kind="int")
         start, T_new = len(cache), idx_new.shape[1]
         if start + T_new > self.config.max_len:
             raise ValueError(f"{start} cached + {T_new} new positions exceed max_len={self.config.max_len}")
-        x = self.tok_embed(idx_new) + self.pos.table()[start:start + T_new]  # (B, T_new, C) + (T_new, C)
+        if positions is None and self.rope is None:
+            x = self.tok_embed(idx_new) + self.pos.table()[start:start + T_new]  # (B, T_new, C) + (T_new, C)
+        else:
+            x = self._embed(idx_new, positions, start)
         for layer, block in enumerate(self.blocks):
             def attend(h, block=block, layer=layer):
-                return cached_self_attention(block.self_attn, h, cache, layer)
+                return cached_self_attention(block.self_attn, h, cache, layer, positions)
             x = block.attn_sublayer(x, attend)
             x = block.ffn_sublayer(x, block.ffn)
         return self.lm_head(self.norm(x))  # (B, T_new, C) -> (B, T_new, V)

@@ -4,6 +4,8 @@ Heads are a reshape of the feature dimension, not of the tokens:
     (B, T, C) -> (B, T, H, hs) -> (B, H, T, hs),  with hs = C // H.
 With ``n_kv_heads`` < ``n_heads`` several query heads share one key/value head
 (GQA; MQA is n_kv_heads = 1), which shrinks the key/value cache.
+With ``rope`` (a positions.RotaryEmbedding) queries and keys are rotated by their
+positions after the projections, as in Llama: no position vectors are added to x.
 
 Shape legend: B batch, T_q/T_k query/key length, C d_model, H query heads,
 H_kv key/value heads, hs head size. Masks: bool, True = may attend.
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from .attention import check_qkv, scaled_dot_product_attention
 from .masks import causal_mask
+from .positions import RotaryEmbedding
 from .utils import check_tensor
 
 __all__ = ["MultiHeadAttention", "split_heads", "merge_heads", "repeat_kv", "record_attention"]
@@ -45,9 +48,11 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with ``n_heads`` query heads and ``n_kv_heads`` key/value heads.
 
-    forward(query, key=None, value=None, mask=None, need_weights=False, is_causal=False)
+    forward(query, key=None, value=None, mask=None, need_weights=False, is_causal=False, *, positions=None)
         query (B, T_q, C); key, value (B, T_k, C) (default: the query -> self-attention)
         mask  bool, broadcastable to (B, H, T_q, T_k), True = may attend
+        positions  with ``rope``: integer position ids (T,) or (B, T) of the self-attention's
+                   tokens (default 0 .. T-1; e.g. shifted after left padding)
     returns (output (B, T_q, C), attn_weights (B, H, T_q, T_k) or None)
 
     Without ``need_weights`` the heads run through PyTorch's fused
@@ -57,7 +62,7 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None,
-                 dropout: float = 0.0, bias: bool = True):
+                 dropout: float = 0.0, bias: bool = True, *, rope: RotaryEmbedding | None = None):
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if d_model % n_heads:
@@ -72,12 +77,18 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, kv_width, bias=bias)  # W_K: "what can I be matched against?"
         self.v_proj = nn.Linear(d_model, kv_width, bias=bias)  # W_V: "what do I contribute?"
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O: mixes the concatenated heads
+        if rope is not None and rope.head_size != self.head_size:
+            raise ValueError(f"the RotaryEmbedding was built for head size {rope.head_size}, but "
+                             f"d_model={d_model} / n_heads={n_heads} gives head size {self.head_size}")
+        self.rope = rope  # shared between layers: no parameters, only cos/sin tables
         self.record_weights = False
         self.attn_weights: torch.Tensor | None = None
 
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None,
                 value: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                need_weights: bool = False, is_causal: bool = False):
+                need_weights: bool = False, is_causal: bool = False, *,
+                positions: torch.Tensor | None = None):
+        self_attention = key is None or key is query
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)
@@ -86,6 +97,11 @@ class MultiHeadAttention(nn.Module):
         q = self.q_proj(query).view(B, T_q, self.n_heads, self.head_size).transpose(1, 2)   # (B, H, T_q, hs)
         k = self.k_proj(key).view(B, T_k, self.n_kv_heads, self.head_size).transpose(1, 2)  # (B, H_kv, T_k, hs)
         v = self.v_proj(value).view(B, T_k, self.n_kv_heads, self.head_size).transpose(1, 2)  # (B, H_kv, T_k, hs)
+        if self.rope is not None:
+            q = self.rope(q, positions)                                   # rotate by the query positions
+            k = self.rope(k, positions if self_attention else None)       # and the keys by theirs
+        elif positions is not None:
+            raise ValueError("positions only matter with RoPE: this MultiHeadAttention was built with rope=None")
         n_rep = self.n_heads // self.n_kv_heads
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, hs)
         if is_causal:
@@ -118,7 +134,9 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"key and value must have the same length T_k, got {key.shape[1]} and {value.shape[1]}")
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, head_size={self.head_size}"
+        rope = f", rope={self.rope.pairing!r}" if self.rope is not None else ""
+        return (f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
+                f"head_size={self.head_size}{rope}")
 
 
 class record_attention:

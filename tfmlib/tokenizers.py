@@ -10,6 +10,11 @@ of rows of that table (shape legend: V vocabulary size, T tokens per text).
                    any V you choose, never an unknown token (GPT-2 style, byte level)
 
 ``story_text`` generates the small, deterministic corpus the lessons train on.
+
+The GPT-2-compatible byte-level BPE (regex pre-tokenizer, special tokens, the conventional tie
+rule, GPT-2's own vocabulary, streaming) lives in tfmlib.bpe and is re-exported here:
+``ByteLevelBPE``, ``gpt2_tokenizer()``, ``GPT2_PATTERN``; so are the two BPE steps
+``count_pairs`` and ``merge_pair`` that both BPE tokenizers use.
 """
 from __future__ import annotations
 
@@ -17,41 +22,12 @@ import random
 import re
 from collections import Counter
 
-__all__ = ["CharTokenizer", "WordTokenizer", "BPETokenizer", "count_pairs", "merge_pair", "story_text"]
+from .bpe import GPT2_PATTERN, ByteLevelBPE, count_pairs, gpt2_tokenizer, merge_pair
+
+__all__ = ["CharTokenizer", "WordTokenizer", "BPETokenizer", "count_pairs", "merge_pair", "story_text",
+           "ByteLevelBPE", "gpt2_tokenizer", "GPT2_PATTERN"]
 
 UNK = "<unk>"
-
-# --------------------------------------------------------------------------- the two BPE steps
-
-
-def count_pairs(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict:
-    """How often each adjacent pair occurs: [1, 2, 2, 2] -> {(1, 2): 1, (2, 2): 2}.
-
-    Overlapping pairs all count (2, 2, 2 holds (2, 2) twice). ``counts`` is updated in
-    place when given (with ``weight`` per occurrence), which lets BPE count many words.
-    """
-    counts = {} if counts is None else counts
-    for pair in zip(ids, ids[1:]):
-        counts[pair] = counts.get(pair, 0) + weight
-    return counts
-
-
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every occurrence of ``pair`` by ``new_id``, scanning left to right.
-
-    Occurrences cannot overlap: merging (2, 2) in [2, 2, 2] gives [new_id, 2].
-    Returns a new list; ``ids`` is left unchanged.
-    """
-    merged, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            merged.append(new_id)
-            i += 2
-        else:
-            merged.append(ids[i])
-            i += 1
-    return merged
-
 
 # --------------------------------------------------------------------------- shared behaviour
 
@@ -157,7 +133,8 @@ class BPETokenizer:
     The vocabulary starts as the 256 possible bytes (ids 0..255), so every text can be
     encoded and nothing is ever unknown. Training repeats one step ``vocab_size - 256``
     times: count adjacent pairs over the training text, merge the most frequent pair into
-    a new id. Ties go to the smallest pair (a, b), so training is deterministic.
+    a new id. Ties go to the smallest pair (a, b), so training is deterministic (the simple rule
+    of lesson 02; tfmlib.bpe.ByteLevelBPE follows GPT-2's conventions instead).
     ``split_digits=True`` keeps every digit its own token (as Llama does).
     """
 

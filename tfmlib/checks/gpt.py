@@ -1,6 +1,7 @@
-"""Checks for lesson 10's exercises: the sampling filters (top-k, top-p), the distribution
-a sampler draws from (temperature + filters), and the labels for supervised fine-tuning
-with loss masking. Each runs the learner's code against tfmlib's reference (``tfmlib.gpt``)
+"""Checks for lesson 10's exercises: the sampling filters (top-k, top-p) and the distribution
+a sampler draws from (temperature + filters); the bigram baseline and bits per character are in
+tfmlib.checks.lm_metrics. ``check_sft_labels`` (labels for supervised fine-tuning with loss
+masking) waits for lesson 12. Each runs the learner's code against tfmlib's reference (``tfmlib.gpt``)
 on random logits and edge cases, and names the usual mistake when the output matches it.
 
 Shape legend: B batch, T sequence length, V vocabulary size.
