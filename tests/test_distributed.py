@@ -31,9 +31,11 @@ def test_torchrun_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
     steps = ["--steps", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TFM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "tfmlib.train_gpt", *TINY, *steps, "--device", "cpu", "--out", str(tmp_path / "ddp")]
+           "-m", "tfmlib.train_gpt", *TINY, *steps, "--device", "cpu", "--out", str(tmp_path / "ddp"),
+           "--check-replicas"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "the 2 processes' weights: max |difference| = 0.0" in done.stdout   # the replicas never drift
     assert "2 process(es) on cpu (gloo)" in done.stdout and done.stdout.count("tokens/s") == 1  # rank 0 logs
     one = main([*TINY, *steps, "--device", "cpu", "--out", str(tmp_path / "one")])
     assert one["world_size"] == 1

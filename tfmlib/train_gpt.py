@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--metrics", default=None, help="write tokens/s, MFU and the losses here (JSON)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--check-replicas", action="store_true", help="at the end, compare every process's weights")
     return p
 
 
@@ -118,6 +119,16 @@ def make_autocast(device: torch.device, amp: str):
 
 def _round_up(n: int, multiple: int = 64) -> int:
     return ((n + multiple - 1) // multiple) * multiple
+
+
+def _replica_difference(model, env) -> float:
+    """The largest |difference| between any process's weights and rank 0's (0.0 for one process)."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])   # (n_params,)
+    if env.world_size == 1:
+        return 0.0
+    copies = [torch.empty_like(flat) for _ in range(env.world_size)]
+    torch.distributed.all_gather(copies, flat)
+    return max(float((c - copies[0]).abs().max()) for c in copies)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -211,6 +222,9 @@ def _run(args, env) -> dict:
             save()
     bar.close()
     save()
+    replica_diff = _replica_difference(model, env) if args.check_replicas else None
+    if replica_diff is not None:
+        log(f"the {env.world_size} processes' weights: max |difference| = {replica_diff}")
     tokens_per_s = timed_tokens / timed_seconds if timed_seconds else float("nan")
     peak = peak_flops(env.device)
     utilisation = mfu(tokens_per_s, flops_per_token, peak, env.world_size) if timed_seconds else float("nan")
@@ -219,7 +233,8 @@ def _run(args, env) -> dict:
         f"MFU {100 * utilisation:.1f}%")
     metrics = {"tokens_per_s": tokens_per_s, "mfu": utilisation, "flops_per_token": flops_per_token,
                "peak_flops": peak, "world_size": env.world_size, "losses": losses, "evals": evals,
-               "step": step, "n_params": n_params, "dtype": dtype_name}
+               "step": step, "n_params": n_params, "dtype": dtype_name,
+               "replica_max_diff": replica_diff}
     if args.metrics and env.is_main:
         Path(args.metrics).write_text(json.dumps(metrics, indent=1))
     return metrics
