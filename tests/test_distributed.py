@@ -3,14 +3,13 @@ end with the weights of one process trained on the concatenated batch; k micro-b
 k times larger with the loss averaged per token; a run resumes exactly."""
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tfmlib import GPT, GPTConfig
-from tfmlib.distributed import DistEnv, shard_batch, train_step
+from tfmlib.distributed import DistEnv, shard_batch, torchrun, train_step
 from tfmlib.losses import LMLoss
 from tfmlib.train_gpt import main
 
@@ -29,11 +28,8 @@ def _max_diff(a: dict, b: dict) -> float:
 
 def test_torchrun_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
     steps = ["--steps", "3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TFM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "tfmlib.train_gpt", *TINY, *steps, "--device", "cpu", "--out", str(tmp_path / "ddp"),
-           "--check-replicas"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = torchrun(["-m", "tfmlib.train_gpt", *TINY, *steps, "--device", "cpu", "--out", str(tmp_path / "ddp"),
+                     "--check-replicas"], nproc_per_node=2, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "the 2 processes' weights: max |difference| = 0.0" in done.stdout   # the replicas never drift
     assert "2 process(es) on cpu (gloo)" in done.stdout and done.stdout.count("tokens/s") == 1  # rank 0 logs
@@ -122,3 +118,18 @@ def test_script_reports_tokens_per_second_and_mfu(tmp_path, capsys):
     metrics = main([*TINY, "--steps", "4", "--device", "cpu", "--metrics", str(tmp_path / "m.json")])
     assert metrics["tokens_per_s"] > 0 and 0 < metrics["mfu"] < 1
     assert "tokens/s" in capsys.readouterr().out and (tmp_path / "m.json").is_file()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds leftover processes through /proc (Linux)")
+def test_torchrun_kills_every_process_on_timeout(tmp_path):
+    script = tmp_path / "stuck.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        torchrun([str(script)], nproc_per_node=2, timeout=8)
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            left += [pid] if str(script) in open(f"/proc/{pid}/cmdline").read() else []
+        except OSError:
+            pass
+    assert not left, f"processes still running {script.name}: {left}"

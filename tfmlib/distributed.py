@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 __all__ = ["DistEnv", "setup_distributed", "cleanup_distributed", "wrap_ddp", "unwrap", "shard_batch",
-           "train_step", "all_reduce_sum"]
+           "train_step", "all_reduce_sum", "torchrun"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +158,45 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(all_reduce_sum(loss_sum, env) / total_tokens)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes, grandchildren, ... of pid (Linux /proc; elsewhere an empty list)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def torchrun(args: list[str], nproc_per_node: int = 2, timeout: float = 180,
+             threads_per_process: int = 1) -> subprocess.CompletedProcess:
+    """Run ``torchrun --standalone --nproc_per_node=N *args`` (a free port is chosen) and capture its
+    output, e.g. torchrun(["-m", "tfmlib.train_gpt", "--steps", "3"]). Each process gets
+    ``threads_per_process`` CPU threads. After ``timeout`` seconds the launcher and all its
+    processes are killed and subprocess.TimeoutExpired is raised: a stuck collective never hangs
+    the caller.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_process), "TFM_THREADS": str(threads_per_process)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [proc.pid, *_descendants(proc.pid)]:   # torchrun starts its workers in their own sessions
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
