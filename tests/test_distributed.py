@@ -133,3 +133,15 @@ def test_torchrun_kills_every_process_on_timeout(tmp_path):
         except OSError:
             pass
     assert not left, f"processes still running {script.name}: {left}"
+
+
+def test_token_file_bf16_autocast_and_bad_input(tmp_path):
+    import numpy as np
+    np.save(tmp_path / "ids.npy", np.arange(600) % 37)
+    run = main(["--preset", "tiny", "--tokens", str(tmp_path / "ids.npy"), "--block", "8", "--batch", "4",
+                "--steps", "2", "--amp", "bf16", "--device", "cpu", "--no-progress"])
+    assert run["dtype"] == "bfloat16" and all(np.isfinite(run["losses"]))
+    with pytest.raises(ValueError, match="must split into world_size x accum_steps = 1 x 4"):
+        main([*TINY, "--batch", "6", "--accum", "4", "--steps", "1", "--device", "cpu"])
+    with pytest.raises(ValueError, match=r"\.pt, \.npy or \.bin"):
+        main(["--tokens", str(tmp_path / "ids.txt"), "--steps", "1", "--device", "cpu"])
