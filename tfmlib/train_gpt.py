@@ -16,6 +16,8 @@ have it (fp16 + GradScaler on older ones), float32 on the CPU. The last lines re
 Data: --data names a corpus of tfmlib.data.load_corpus (or a text file), cut into characters
 (--tokenizer char) or GPT-2 tokens (--tokenizer gpt2); --tokens FILE reads ids instead (.pt, .npy, or
 nanoGPT's uint16 .bin). The last 10 % is held out for --eval-every.
+
+Shape legend: B the global batch (--batch sequences), T the sequence length (--block tokens).
 """
 from __future__ import annotations
 
