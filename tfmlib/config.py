@@ -190,6 +190,10 @@ GPTConfig.PRESETS = {
     "cpu": dict(d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128),
     "gpu": dict(d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=256),
     "gpt2-small": dict(vocab_size=50257, d_model=768, n_heads=12, n_layers=12, d_ff=3072, max_len=1024),
+    # ~110M parameters on one GPU (lesson 14): GPT-2 small's width, 10 of its 12 blocks, GPT-2's vocabulary
+    # rounded up to a multiple of 64 (faster matrix products), no dropout
+    "gpt-100m": dict(vocab_size=50304, d_model=768, n_heads=12, n_layers=10, d_ff=3072, max_len=1024,
+                     dropout=0.0, scaled_init=True),
 }
 # Llama-style: RMSNorm, SwiGLU (d_ff ~ 2/3 of the MLP's 4C, so the FFN keeps its parameters), RoPE,
 # grouped-query attention, no biases, untied output head.
@@ -198,6 +202,9 @@ LLAMA_STYLE = dict(norm="rmsnorm", ffn="swiglu", activation="silu", positional="
 GPTConfig.PRESETS.update({
     "llama-cpu": dict(LLAMA_STYLE, d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=172, max_len=128),
     "llama-gpu": dict(LLAMA_STYLE, d_model=384, n_heads=6, n_kv_heads=2, n_layers=6, d_ff=1024, max_len=256),
+    # ~112M parameters, Llama-style, untied head (lesson 14)
+    "llama-100m": dict(LLAMA_STYLE, vocab_size=32000, d_model=768, n_heads=12, n_kv_heads=4, n_layers=10,
+                       d_ff=2048, max_len=1024, dropout=0.0),
     "llama2-7b": dict(LLAMA_STYLE, vocab_size=32000, d_model=4096, n_heads=32, n_layers=32, d_ff=11008,
                       max_len=4096, norm_eps=1e-5),
 })
