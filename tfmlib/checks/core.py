@@ -6,6 +6,7 @@ repr is a one-line verdict (plus a hint). It never lets an exception escape:
 
     ✅ softmax: passed (4 cases)
     ⏳ softmax: not implemented yet — replace the `raise NotImplementedError` stub.
+       Hint: Subtract the row max, exponentiate, divide by the row sum.     (the stub's own message)
     ❌ softmax: values differ on a (2, 3, 5) batch (max |difference| 0.31).
        Hint: did you take the softmax over the last axis (the keys)?
 
@@ -173,9 +174,11 @@ def check(name: str):
                 with torch.random.fork_rng():
                     torch.manual_seed(0)
                     cases = body(*args, **kwargs)
-            except _NotImplementedYet:
+            except _NotImplementedYet as e:
+                # The stub's message is the exercise's hint: repeat it under the verdict.
                 return CheckResult(name, "not implemented", "not implemented yet — replace the "
-                                   "`raise NotImplementedError` stub with your code, then run this cell again.")
+                                   "`raise NotImplementedError` stub with your code, then run this cell again.",
+                                   str(e) or None)
             except CheckFailed as e:
                 return CheckResult(name, "failed", e.message, e.hint)
             except Exception as e:  # noqa: BLE001 - a check must never show a raw traceback
