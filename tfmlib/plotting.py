@@ -64,21 +64,24 @@ def plot_heads(weights, queries: Sequence[str] | None = None, keys: Sequence[str
     cols = min(cols, H)
     rows = (H + cols - 1) // cols
     panel = min(3.2, COLUMN_WIDTH / cols)  # square-ish panels, the whole grid within a notebook column
-    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols, 0.95 * panel * rows), squeeze=False)
+    # each row: a square map as wide as its panel, plus its title and tick labels
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols, (panel + 0.4) * rows + 0.3), squeeze=False)
     for h, ax in enumerate(axes.flat):
         if h >= H:
             ax.axis("off")
             continue
         ax.imshow(w[h].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"head {h}")
-        ax.set_xlabel("key position")
-        ax.set_ylabel("query position")
+        if h + cols >= H:           # the lowest panel of its column labels the shared x axis
+            ax.set_xlabel("key position")
+        if h % cols == 0:           # the first panel of its row labels the shared y axis
+            ax.set_ylabel("query position")
         if keys is not None:
             ax.set_xticks(range(len(keys)), labels=list(keys), rotation=90, fontsize=7)
         if queries is not None:
             ax.set_yticks(range(len(queries)), labels=list(queries), fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=0.4)
     return fig
 
 
