@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from make_exercises import edited_by_learner  # noqa: E402
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = os.environ.get("TFM_CHROMIUM") or next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -147,7 +149,11 @@ def page(browser, request):
 
 
 def _open(page, lab, rel):
-    page.goto(f"{lab['base']}/lab/tree/{rel}?token={lab['token']}")
+    # a workspace of its own: only this notebook open (no tabs restored from an earlier test)
+    workspace = re.sub(r"\W", "-", Path(rel).stem)
+    page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{rel}?reset&token={lab['token']}")
+    page.locator(".jp-NotebookPanel").wait_for()
+    assert page.locator(".jp-NotebookPanel").count() == 1
     page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for()
     # the course's kernel, found in this environment, starts without a "select kernel" dialog
     page.locator(".jp-NotebookPanel-toolbar", has_text="Python (Transformers course)").wait_for()
@@ -163,6 +169,17 @@ def _run_all(page):
             .map(e => e.textContent.trim());
         return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
     }""", timeout=RUN_TIMEOUT_MS, polling=500)
+
+
+def _save(page, path: Path):
+    """Save as a learner does (Ctrl+S in the notebook) and wait until the file on disk changes."""
+    before = path.stat().st_mtime_ns
+    page.keyboard.press("Control+s")   # JupyterLab's own shortcut, wherever the focus is in the app
+    deadline = time.monotonic() + 30
+    while path.stat().st_mtime_ns == before:
+        assert time.monotonic() < deadline, f"{path.name} was not saved"
+        time.sleep(0.2)
+    time.sleep(0.5)   # let the write finish
 
 
 def _outputs_text(page) -> str:
@@ -210,6 +227,9 @@ def test_exercise_03_verdicts_then_a_passing_check(page, lab):
     assert text.count("not implemented yet") >= 4, text[-2000:]
     assert "Hint: Subtract each row's max" in text, "the verdict does not repeat the stub's hint"
     assert "✅" not in text and "❌" not in text
+    saved = lab["root"] / "exercises" / "03_attention.ipynb"
+    _save(page, saved)
+    assert not edited_by_learner(saved), "a notebook only run and saved in JupyterLab counts as edited"
 
     # a learner fills the first stub and runs it, then its check
     stub_cell = page.locator(".jp-Notebook .jp-CodeCell", has_text="def softmax(scores)").first
@@ -221,5 +241,7 @@ def test_exercise_03_verdicts_then_a_passing_check(page, lab):
     check_cell = page.locator(".jp-Notebook .jp-CodeCell", has_text="check_softmax(softmax)").last
     check_cell.locator(".jp-OutputArea-output", has_text="✅ softmax").wait_for(timeout=60_000)
     _assert_no_error_output(page)
+    _save(page, saved)
+    assert edited_by_learner(saved), "make exercises would not recognise the learner's edit"
     page.locator(".jp-Notebook .jp-OutputArea-output", has_text="attention_scores: not implemented yet") \
         .first.scroll_into_view_if_needed()   # what the screenshot shows
