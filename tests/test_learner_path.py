@@ -21,7 +21,8 @@ LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Lesson 10 is being rewritten under this name; until it lands, a link to it is the only one allowed to dangle.
 PENDING = {ROOT / "notebooks" / "10_gpt_from_scratch.ipynb"}
 MAX_FIGURE_WIDTH = 860      # px: JupyterLab shows about 850 px of output in a common window
-LONG_CELL_SECONDS = 10      # a committed cell that ran this long must show a progress bar
+LONG_CELL_SECONDS = 20      # a committed cell that ran this long must show a progress bar (a margin over the
+                            # ~5 s rule: committed timings come from whatever machine ran `make notebooks`)
 
 spec = importlib.util.spec_from_file_location("make_exercises", ROOT / "tools" / "make_exercises.py")
 make_exercises = importlib.util.module_from_spec(spec)
@@ -114,8 +115,11 @@ def test_long_cells_show_a_progress_bar():
     silent = []
     for path in LESSONS:
         nb = nbformat.read(path, as_version=4)
+        code_cells = [c for c in nb.cells if c.cell_type == "code"]
         for i, cell in enumerate(nb.cells):
-            if cell.cell_type == "code" and _seconds(cell) > LONG_CELL_SECONDS and not _shows_progress(cell):
+            # the first code cell imports the libraries: that takes what it takes, no bar can help
+            if (cell.cell_type == "code" and cell is not code_cells[0] and _seconds(cell) > LONG_CELL_SECONDS
+                    and not _shows_progress(cell)):
                 silent.append(f"{path.relative_to(ROOT)} cell {i} ({_seconds(cell):.0f} s)")
     assert not silent, "long cells with nothing moving (pass progress=... to fit, or wrap the loop in tqdm):\n" \
         + "\n".join(silent)
