@@ -32,4 +32,5 @@ def test_torch_range_is_bounded_so_no_cuda_build_is_pulled():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make lab" in readme
-    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
+    assert "make test-ui" in readme
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-2:] == ["make test", "make test-ui"]

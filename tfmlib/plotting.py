@@ -1,6 +1,11 @@
 """Figures the lessons share: attention heatmaps (one map or a grid of heads) and
 line plots of a measured quantity. Every figure labels its axes.
 
+Sizes fit a notebook column: JupyterLab shows an output about 850 px wide in a common window, and the
+inline backend draws 100 px per inch, so no figure is wider than COLUMN_WIDTH (8.4 in). Lessons that
+build their own figures use ``figsize=(COLUMN_WIDTH, height)`` or narrower (tests check every committed
+figure's width).
+
 Shape legend: H heads, T_q queries (rows), T_k keys (columns).
 """
 from __future__ import annotations
@@ -10,7 +15,9 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 
-__all__ = ["plot_attention", "plot_heads", "plot_curves"]
+__all__ = ["COLUMN_WIDTH", "plot_attention", "plot_heads", "plot_curves"]
+
+COLUMN_WIDTH = 8.4  # inches: 840 px at the inline backend's 100 dpi, the width of a notebook column
 
 
 def _as_2d(weights) -> "torch.Tensor":
@@ -28,7 +35,8 @@ def plot_attention(weights, queries: Sequence[str] | None = None, keys: Sequence
     w = _as_2d(weights)
     T_q, T_k = w.shape
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.0 + 0.55 * T_k, 0.8 + 0.5 * T_q))
+        width = min(COLUMN_WIDTH, 1.0 + 0.55 * T_k)
+        _, ax = plt.subplots(figsize=(width, min(COLUMN_WIDTH, 0.8 + 0.5 * T_q * width / (1.0 + 0.55 * T_k))))
     im = ax.imshow(w.numpy(), cmap=cmap, vmin=0.0, vmax=max(1e-9, float(w.max())))
     ax.set_xticks(range(T_k), labels=list(keys) if keys is not None else range(T_k), rotation=45 if keys else 0)
     ax.set_yticks(range(T_q), labels=list(queries) if queries is not None else range(T_q))
@@ -55,21 +63,25 @@ def plot_heads(weights, queries: Sequence[str] | None = None, keys: Sequence[str
     H = w.shape[0]
     cols = min(cols, H)
     rows = (H + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    panel = min(3.2, COLUMN_WIDTH / cols)  # square-ish panels, the whole grid within a notebook column
+    # each row: a square map as wide as its panel, plus its title and tick labels
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols, (panel + 0.4) * rows + 0.3), squeeze=False)
     for h, ax in enumerate(axes.flat):
         if h >= H:
             ax.axis("off")
             continue
         ax.imshow(w[h].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"head {h}")
-        ax.set_xlabel("key position")
-        ax.set_ylabel("query position")
+        if h + cols >= H:           # the lowest panel of its column labels the shared x axis
+            ax.set_xlabel("key position")
+        if h % cols == 0:           # the first panel of its row labels the shared y axis
+            ax.set_ylabel("query position")
         if keys is not None:
             ax.set_xticks(range(len(keys)), labels=list(keys), rotation=90, fontsize=7)
         if queries is not None:
             ax.set_yticks(range(len(queries)), labels=list(queries), fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=0.4)
     return fig
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .attention import scaled_dot_product_attention
 from .utils import check_tensor
@@ -273,13 +274,16 @@ class Seq2SeqLSTM(nn.Module):
         return torch.cat(tokens, dim=1), (torch.cat(weights, dim=1) if self.attention else None)
 
 
-def train_copy_task(model: Seq2SeqLSTM, cfg: CopyTaskConfig, seed: int = 0) -> list[float]:
-    """Adam on the copy task, each batch of one random length in [min_len, max_len]. Returns the losses."""
+def train_copy_task(model: Seq2SeqLSTM, cfg: CopyTaskConfig, seed: int = 0, progress: bool | str = False) -> list[float]:
+    """Adam on the copy task, each batch of one random length in [min_len, max_len]. Returns the losses.
+
+    progress: a tqdm bar over the steps (a string: the bar's label)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     losses = []
-    for _ in range(cfg.steps):
+    for _ in tqdm(range(cfg.steps), disable=not progress, unit="step",
+                  desc=progress if isinstance(progress, str) else "training"):
         length = int(torch.randint(cfg.min_len, cfg.max_len + 1, (1,), generator=gen))
         src, tgt_in, tgt_out = copy_task_batch(cfg.batch_size, length, cfg.vocab_size, gen)
         logits = model(src, tgt_in)  # (B, T, V)

@@ -221,7 +221,7 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
         callbacks: Iterable[Callable] = (), device: torch.device | str | None = None, amp="auto",
         compile: bool = False, optimizer: torch.optim.Optimizer | None = None,
         checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
-        resume: bool = False, progress: bool = True, live_plot: bool = False,
+        resume: bool = False, progress: bool | str = True, live_plot: bool = False,
         plot_every: int | None = None, on_nan: str = "stop") -> History:
     """Train ``model`` in place and return its History (see the module docstring).
 
@@ -240,7 +240,8 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
     device        default tfmlib.get_device(); amp: "auto" (bf16, else fp16 + GradScaler, CUDA only),
                   "bf16", "fp16" or False; compile=True wraps the model in torch.compile
     checkpoint_dir, checkpoint_every, resume   see tfmlib.checkpoint; exact on the CPU
-    progress      tqdm bar with the running loss; live_plot redraws a loss figure (Jupyter)
+    progress      tqdm bar with the running loss (a string: the bar's label, e.g. the run's name);
+                  live_plot redraws a loss figure (Jupyter)
     on_nan        "stop" (history.diverged) or "raise" (NonFiniteLossError)
     """
     if (steps is None) == (epochs is None):
@@ -285,7 +286,8 @@ def fit(model: nn.Module, train_data, *, loss_fn: Callable, steps: int | None = 
 
     callbacks = list(callbacks)
     plot = _LivePlot(plot_every or max(1, steps // 50)) if live_plot else None
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc="training", unit="step")
+    bar = tqdm(total=steps, initial=step, disable=not progress, unit="step",
+               desc=progress if isinstance(progress, str) else "training")
     model.train()
     start_time = time.perf_counter()
     interrupt = _DeferInterrupt()

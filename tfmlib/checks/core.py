@@ -6,6 +6,7 @@ repr is a one-line verdict (plus a hint). It never lets an exception escape:
 
     ✅ softmax: passed (4 cases)
     ⏳ softmax: not implemented yet — replace the `raise NotImplementedError` stub.
+       Hint: Subtract the row max, exponentiate, divide by the row sum.     (the stub's own message)
     ❌ softmax: values differ on a (2, 3, 5) batch (max |difference| 0.31).
        Hint: did you take the softmax over the last axis (the keys)?
 
@@ -139,8 +140,8 @@ def call(fn, *args, **kwargs):
     snapshots = [(name, t, t.detach().clone()) for name, t in inputs]
     try:
         out = fn(*args, **kwargs)
-    except NotImplementedError:
-        raise _NotImplementedYet(stub_name(sys.exc_info()[2]) or "") from None
+    except NotImplementedError as e:  # args: the stub's name, its message (the hint)
+        raise _NotImplementedYet(stub_name(sys.exc_info()[2]) or "", str(e)) from None
     except CheckFailed:
         raise
     except Exception as e:  # noqa: BLE001 - any learner error becomes feedback
@@ -337,7 +338,9 @@ def check(name: str, time_limit: float | None = None):
                                    "stopped it", "a loop that never ends? Check that every while loop's condition "
                                    "changes inside the loop, and that a for loop runs over a finite range.")
             except _NotImplementedYet as e:
-                return CheckResult(name, "not implemented", _not_implemented_message(str(e)))
+                # The stub's message is the exercise's hint: repeat it under the verdict.
+                stub, hint = e.args
+                return CheckResult(name, "not implemented", _not_implemented_message(stub), hint or None)
             except CheckFailed as e:
                 return CheckResult(name, "failed", e.message, e.hint)
             except Exception as e:  # noqa: BLE001 - a check must never show a raw traceback
