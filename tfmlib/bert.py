@@ -120,9 +120,7 @@ class EncoderClassifier(nn.Module):
 
     def _embed(self, tokens: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         """Token + position (+ segment) vectors (B, T, C), then the embedding LayerNorm, then dropout."""
-        T = tokens.shape[1]
-        if T > self.config.max_len:
-            raise ValueError(f"sequence length {T} exceeds the positional table's max_len={self.config.max_len}")
+        T = tokens.shape[1]                                         # features() checked T <= max_len
         x = self.tok_embed(tokens) + self.pos.table()[:T]           # (B, T, C) + (T, C)
         if self.type_embed is not None:
             types = torch.zeros_like(tokens) if token_type_ids is None else token_type_ids

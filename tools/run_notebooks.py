@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -21,10 +20,9 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.util import ensure_async
 
+import numerics  # tools/numerics.py: this script's folder is on sys.path
+
 KERNEL = "tfm-course"
-_spec = importlib.util.spec_from_file_location("tfm_numerics", Path(__file__).with_name("numerics.py"))
-numerics = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(numerics)
 
 
 class _Client(NotebookClient):
