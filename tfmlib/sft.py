@@ -1,0 +1,262 @@
+"""Supervised fine-tuning (SFT): a chat template on the tokenizer's special tokens, targets with the
+loss masked to the responses, the course's instruction data, and exact-match accuracy.
+
+    tok = ByteLevelBPE().train(text, vocab_size=512, special_tokens=CHAT_SPECIAL_TOKENS)
+    chat = ChatTemplate(tok)
+    ids, trained = chat.encode([{"role": "user", "content": "Sort 3141"},
+                                {"role": "assistant", "content": "1134"}])
+    inputs, targets = sft_targets(torch.tensor([ids]), torch.tensor([trained]))   # (1, T-1) each
+
+One conversation is laid out as (each <|...|> is ONE token id, never produced from text):
+
+    <|user|>Sort 3141<|end|><|assistant|>1134<|end|><|user|>...<|end|><|assistant|>...<|end|>
+
+The model is trained on the assistant's content and on the <|end|> that closes it (so it learns
+to stop); user turns, role tokens and padding are context only. Message contents are encoded
+as plain text, so a user who types "<|assistant|>" cannot forge a turn.
+
+Shape legend: B batch, T tokens of a (padded) conversation.
+References: Ouyang et al. (2022), "Training language models to follow instructions with human
+feedback" (InstructGPT: SFT as the first step); chat templates as in Hugging Face tokenizers'
+``apply_chat_template``.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import NamedTuple, Sequence
+
+import torch
+
+__all__ = ["CHAT_SPECIAL_TOKENS", "IGNORE_INDEX", "ChatTemplate", "sft_targets", "sft_labels",
+           "Instruction", "INSTRUCTION_KINDS", "instruction_data", "instruction_splits", "sft_batch",
+           "exact_match", "generate_response"]
+
+CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>")
+IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
+ROLES = ("user", "assistant")
+
+
+class ChatTemplate:
+    """Turns messages [{"role": "user" | "assistant", "content": str}, ...] into token ids.
+
+    ``tokenizer`` needs ``encode_ordinary``, ``decode`` and the special tokens of
+    CHAT_SPECIAL_TOKENS (a tfmlib.bpe.ByteLevelBPE trained with them); <|endoftext|> pads.
+    Raises ValueError naming what is missing or malformed.
+    """
+
+    def __init__(self, tokenizer):
+        specials = getattr(tokenizer, "special_tokens", {})
+        missing = [s for s in CHAT_SPECIAL_TOKENS if s not in specials]
+        if missing:
+            raise ValueError(f"the tokenizer lacks the special tokens {missing}: train it with "
+                             f"special_tokens=CHAT_SPECIAL_TOKENS (it has {sorted(specials)})")
+        self.tokenizer = tokenizer
+        self.pad_id, self.user_id, self.assistant_id, self.end_id = (specials[s] for s in CHAT_SPECIAL_TOKENS)
+        self._role_ids = {"user": self.user_id, "assistant": self.assistant_id}
+
+    @staticmethod
+    def _check_messages(messages) -> None:
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise ValueError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or set(message) != {"role", "content"}:
+                raise ValueError(f"message {i} must be a dict with exactly the keys 'role' and 'content', "
+                                 f"got {message!r:.80}")
+            if message["role"] not in ROLES:
+                raise ValueError(f"message {i}: role must be one of {ROLES}, got {message['role']!r}")
+            if not isinstance(message["content"], str):
+                raise ValueError(f"message {i}: content must be a str, got {type(message['content']).__name__}")
+            if message["role"] != ROLES[i % 2]:
+                raise ValueError(f"roles must alternate user, assistant, user, ...: message {i} is "
+                                 f"{message['role']!r}, expected {ROLES[i % 2]!r}")
+
+    def encode(self, messages, add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
+        """(ids, trained): ``trained[t]`` is True for the assistant's tokens and their closing <|end|>.
+
+        add_generation_prompt=True appends <|assistant|> after a final user message: the prompt
+        the model continues at inference time.
+        """
+        self._check_messages(messages)
+        if add_generation_prompt and messages[-1]["role"] != "user":
+            raise ValueError("add_generation_prompt=True needs the last message to be the user's")
+        ids, trained = [], []
+        for message in messages:
+            content = self.tokenizer.encode_ordinary(message["content"])   # specials in text stay text
+            is_reply = message["role"] == "assistant"
+            ids += [self._role_ids[message["role"]], *content, self.end_id]
+            trained += [False] + [is_reply] * (len(content) + 1)
+        if add_generation_prompt:
+            ids.append(self.assistant_id)
+            trained.append(False)
+        return ids, trained
+
+    def prompt(self, user_text: str) -> list[int]:
+        """The ids a model continues to answer one user message: <|user|>...<|end|><|assistant|>."""
+        return self.encode([{"role": "user", "content": user_text}], add_generation_prompt=True)[0]
+
+    def render(self, messages, add_generation_prompt: bool = False) -> str:
+        """The conversation as text, special tokens written out (for reading, not for encoding)."""
+        return self.tokenizer.decode(self.encode(messages, add_generation_prompt)[0])
+
+    def decode(self, ids: Sequence[int]) -> list[dict]:
+        """Messages back from ids (the inverse of ``encode``); an unfinished last turn is kept as is."""
+        messages, role, content = [], None, []
+        for i in [int(i) for i in ids]:
+            if i in (self.user_id, self.assistant_id):
+                if role is not None:
+                    raise ValueError("a role token inside an unfinished turn: the ids are not a conversation")
+                role, content = ("user" if i == self.user_id else "assistant"), []
+            elif i == self.end_id:
+                if role is None:
+                    raise ValueError("<|end|> outside a turn: the ids are not a conversation")
+                messages.append({"role": role, "content": self.tokenizer.decode(content)})
+                role = None
+            elif i == self.pad_id:
+                continue
+            elif role is None:
+                raise ValueError(f"token {i} outside a turn: a conversation starts with <|user|>")
+            else:
+                content.append(i)
+        if role is not None and (content or role == "assistant"):
+            messages.append({"role": role, "content": self.tokenizer.decode(content)})
+        return messages
+
+
+def sft_targets(ids: torch.Tensor, trained: torch.Tensor,
+                ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, T), trained (B, T) bool -> inputs (B, T-1), targets (B, T-1).
+
+    ``targets[b, t] = ids[b, t + 1]`` where token t + 1 is trained (a response token), else
+    ignore_index: position t predicts the next token, and only responses count in the loss.
+    """
+    if ids.ndim != 2 or trained.shape != ids.shape or trained.dtype != torch.bool:
+        raise ValueError(f"ids (B, T) and a bool mask trained (B, T) of the same shape are expected, got "
+                         f"{tuple(ids.shape)} and {tuple(trained.shape)} {trained.dtype}")
+    inputs, targets = ids[:, :-1], ids[:, 1:]                       # (B, T-1): token t predicts t + 1
+    return inputs, targets.masked_fill(~trained[:, 1:], ignore_index)
+
+
+def sft_labels(ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int = 0,
+               ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """One turn: ids (B, T) = prompt + response + padding, prompt_lens (B,) -> inputs, targets (B, T-1).
+
+    Token t + 1 is trained when it is past the prompt (t + 1 >= prompt_len) and not padding.
+    """
+    position = torch.arange(ids.shape[1], device=ids.device)[None, :]  # (1, T)
+    trained = (position >= prompt_lens[:, None]) & (ids != pad_id)  # (B, T)
+    return sft_targets(ids, trained, ignore_index)
+
+
+# --------------------------------------------------------------------------- instruction data
+
+class Instruction(NamedTuple):
+    kind: str
+    prompt: str
+    response: str
+
+
+# kind -> (instruction words, the exact answer for a digit string d)
+INSTRUCTION_KINDS = {
+    "first": ("First digit of", lambda d: d[0]),
+    "last": ("Last digit of", lambda d: d[-1]),
+    "largest": ("Largest digit of", max),
+    "smallest": ("Smallest digit of", min),
+    "count": ("How many digits in", lambda d: str(len(d))),
+    "sort": ("Sort", lambda d: "".join(sorted(d))),
+}
+
+
+def instruction_data(n: int, seed: int = 0, kinds: Sequence[str] | None = None,
+                     lengths: tuple[int, int] = (3, 5)) -> list[Instruction]:
+    """``n`` seeded instructions about a random digit string, e.g. ("sort", "Sort 3141", "1134").
+
+    Each response is exact (one right answer). kinds: names from INSTRUCTION_KINDS (default all);
+    lengths: the smallest and largest number of digits.
+    """
+    kinds = list(INSTRUCTION_KINDS) if kinds is None else list(kinds)
+    unknown = [k for k in kinds if k not in INSTRUCTION_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be names from {list(INSTRUCTION_KINDS)}, got {kinds}")
+    if not 1 <= lengths[0] <= lengths[1]:
+        raise ValueError(f"lengths must be (smallest, largest) with 1 <= smallest <= largest, got {lengths}")
+    rng = random.Random(seed)
+    data = []
+    for _ in range(n):
+        kind = rng.choice(kinds)
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
+        words, answer = INSTRUCTION_KINDS[kind]
+        data.append(Instruction(kind, f"{words} {digits}", answer(digits)))
+    return data
+
+
+def instruction_splits(n_train: int, n_heldout: int, seed: int = 0,
+                       **options) -> tuple[list[Instruction], list[Instruction]]:
+    """(train, held_out): no held-out prompt occurs in train; duplicates inside held-out removed."""
+    train = instruction_data(n_train, seed=2 * seed, **options)
+    seen = {example.prompt for example in train}
+    held_out = []
+    for example in instruction_data(4 * n_heldout, seed=2 * seed + 1, **options):
+        if example.prompt not in seen and len(held_out) < n_heldout:
+            held_out.append(example)
+            seen.add(example.prompt)
+    return train, held_out
+
+
+def sft_batch(template: ChatTemplate, examples: Sequence[Instruction], mask_prompt: bool = True,
+              device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded (inputs (B, T-1), targets (B, T-1)) for single-turn examples.
+
+    mask_prompt=False trains on every real token (the prompt too): the ablation without the loss
+    mask. Padding (<|endoftext|>) is never a target.
+    """
+    rows = [template.encode([{"role": "user", "content": e.prompt},
+                             {"role": "assistant", "content": e.response}]) for e in examples]
+    T = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), T), template.pad_id, dtype=torch.long)
+    trained = torch.zeros(len(rows), T, dtype=torch.bool)
+    for b, (row_ids, row_trained) in enumerate(rows):
+        ids[b, :len(row_ids)] = torch.tensor(row_ids)
+        trained[b, :len(row_ids)] = torch.tensor(row_trained) if mask_prompt else True
+    inputs, targets = sft_targets(ids, trained)
+    return inputs.to(device), targets.to(device)
+
+
+@torch.no_grad()
+def exact_match(model, template: ChatTemplate, examples: Sequence[Instruction],
+                batch_size: int = 512) -> dict[str, float]:
+    """Share of examples whose response greedy decoding reproduces exactly: {kind: share, "all": share}.
+
+    Computed with ONE teacher-forced pass: greedy decoding writes the reference response (and its
+    <|end|>) if and only if the argmax is right at every response position, given the right prefix.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = []
+    for start in range(0, len(examples), batch_size):
+        inputs, targets = sft_batch(template, examples[start:start + batch_size], device=device)
+        predicted = model(inputs).argmax(-1)                         # (B, T-1)
+        correct += ((predicted == targets) | (targets == IGNORE_INDEX)).all(-1).tolist()
+    model.train(was_training)
+    by_kind = defaultdict(list)
+    for example, ok in zip(examples, correct):
+        by_kind[example.kind].append(ok)
+    shares = {kind: sum(oks) / len(oks) for kind, oks in sorted(by_kind.items())}
+    shares["all"] = sum(correct) / max(1, len(correct))
+    return shares
+
+
+@torch.no_grad()
+def generate_response(model, template: ChatTemplate, user_text: str, max_new_tokens: int = 20) -> str:
+    """Greedy answer to one user message, stopped at <|end|> (or after max_new_tokens)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([template.prompt(user_text)], device=device)
+    reply = []
+    for _ in range(max_new_tokens):
+        next_id = int(model(ids[:, -model.config.max_len:])[0, -1].argmax())
+        if next_id == template.end_id:
+            break
+        reply.append(next_id)
+        ids = torch.cat([ids, torch.tensor([[next_id]], device=device)], dim=1)
+    return template.tokenizer.decode(reply)
