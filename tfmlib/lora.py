@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from typing import Callable, Iterable
 
@@ -42,14 +43,14 @@ DEFAULT_TARGETS = ("q_proj", "v_proj")  # the paper's choice: adapt the query an
 
 
 def _check_hparams(r, alpha, dropout, in_features: int, out_features: int, where: str = "LoRALinear") -> None:
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
         raise ValueError(f"{where}: r (the rank) must be an integer >= 1, got {r!r}")
     if r > min(in_features, out_features):
         raise ValueError(f"{where}: r must be <= min(in_features, out_features) = "
                          f"{min(in_features, out_features)} (a ({out_features}, {in_features}) weight), got r={r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
         raise ValueError(f"{where}: alpha must be a number > 0, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"{where}: dropout must be in [0, 1), got {dropout!r}")
 
 
@@ -58,8 +59,8 @@ class LoRALinear(nn.Module):
 
     forward(x (..., in)) -> (..., out) = base(x) + dropout(x) @ A^T @ B^T * alpha / r
     lora_A (r, in): Kaiming-uniform, as nn.Linear initialises its weight (the paper draws it
-    from a Gaussian; either works, since B = 0 makes the first step's update depend on A only
-    through its scale). lora_B (out, r): zeros. Dropout acts on the adapter's input only.
+    from a Gaussian: what matters is that A is random and B zero). lora_B (out, r): zeros.
+    Dropout acts on the adapter's input only.
 
     merge() folds the update into base.weight (forward then skips the adapter), unmerge()
     takes it out again, merged_linear() returns a new plain nn.Linear with the merged weight.
@@ -74,12 +75,13 @@ class LoRALinear(nn.Module):
         self.base = base
         base.requires_grad_(False)  # weight and bias stay as they are
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.r, self.alpha, self.scaling = r, float(alpha), alpha / r
+        self.r, self.alpha = int(r), float(alpha)
+        self.scaling = self.alpha / self.r
         factory = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))    # (r, in)
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))   # (out, r)
+        self.lora_A = nn.Parameter(torch.empty(self.r, base.in_features, **factory))    # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, self.r, **factory))   # (out, r)
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(float(dropout)) if dropout > 0 else nn.Identity()
         self.merged = False
 
     def delta_weight(self) -> torch.Tensor:
@@ -95,7 +97,8 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> "LoRALinear":
-        """Add ΔW into base.weight; forward then costs what the plain layer costs. No-op if merged."""
+        """Add ΔW into base.weight; forward then costs what the plain layer costs. No-op if merged.
+        The flag is not in the state_dict: to save a merged model, use merge_lora (plain layers)."""
         if not self.merged:
             self.base.weight += self.delta_weight()
             self.merged = True
@@ -160,7 +163,8 @@ def add_lora(model: nn.Module, targets=DEFAULT_TARGETS, r: int = 8, alpha: float
     targets: name suffixes (``("q_proj", "v_proj")`` matches ``blocks.0.self_attn.q_proj``; the
     course's layers are q_proj, k_proj, v_proj, out_proj in attention, linear1 / linear2 in the
     feed-forward network) or a callable(name, module) -> bool. Every parameter that is not an
-    adapter's A or B gets requires_grad=False (embeddings, norms, heads). Returns the wrapped names.
+    adapter's A or B gets requires_grad=False (embeddings, norms, heads: to train a new classifier's
+    head too, call model.head.requires_grad_(True) afterwards). Returns the wrapped names.
 
     Raises ValueError if nothing matches (listing the Linear layers there are), or if a target's
     weight is tied to another parameter (GPT's lm_head shares tok_embed's matrix: merging into
