@@ -29,6 +29,7 @@
     lm_metrics           language-model baselines and bits per character
     train                fit(): the training loop and its history
     checkpoint           safe save / load / resume
+    lora                 low-rank adapters (LoRA): add, train, merge, save
     decoding             greedy and beam search for the encoder-decoder
     bert                 encoder-only classifier and BERT's masked-language-model rule
     pretrained           load real BERT-style and GPT-2 weights into the course's models
