@@ -319,3 +319,55 @@ def test_adapters_added_twice_stay_trainable():
     assert all(layer.lora_A.requires_grad for layer in lora_layers(model).values())
     with pytest.raises(ValueError, match="already have adapters"):
         add_lora(model, targets=("q_proj",))
+
+
+# ----------------------------------------------------------------------------- trainable token rows
+
+def _gpt_for_tokens():
+    from tfmlib import GPT, GPTConfig, set_seed
+    set_seed(0)
+    return GPT(GPTConfig.preset("cpu", vocab_size=30, max_len=16)).eval()
+
+
+def test_trainable_tokens_start_equal_train_only_their_rows_and_merge():
+    from tfmlib.lora import add_lora, add_trainable_tokens, merge_lora, trainable_parameters
+    model = _gpt_for_tokens()
+    ids = torch.randint(0, 30, (3, 10), generator=torch.Generator().manual_seed(0))
+    before = model(ids)
+    base_weight = model.tok_embed.weight.detach().clone()
+    add_lora(model, targets=("q_proj", "v_proj"), r=4, alpha=8)
+    tokens = add_trainable_tokens(model, [27, 28, 29])
+    assert torch.equal(model(ids), before)                                 # delta = 0: the same model
+    trainable, _ = trainable_parameters(model)
+    assert trainable == 2 * 2 * 4 * (64 + 64) + 3 * 64                    # adapters + 3 rows of C = 64
+    model(ids)[..., 27:].sum().backward()
+    assert tokens.delta.grad is not None and tokens.delta.grad.abs().sum() > 0
+    assert model.tok_embed.weight.grad is None                             # the matrix itself stays frozen
+    with torch.no_grad():
+        tokens.delta.normal_(0, 0.5)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    ids_with_new = ids.clone()
+    ids_with_new[:, ::3] = 28                                              # the new tokens as inputs too
+    adapted = model(ids_with_new)
+    assert (adapted[..., 27:] - before[..., 27:]).abs().max() > 1e-2
+    merge_lora(model)
+    assert not hasattr(model, "trainable_tokens")
+    torch.testing.assert_close(model(ids_with_new), adapted, atol=1e-5, rtol=1e-5)
+    changed = (model.tok_embed.weight - base_weight).abs().sum(-1) > 0
+    assert changed.nonzero().flatten().tolist() == [27, 28, 29]            # only those rows moved
+    assert model.lm_head.weight is model.tok_embed.weight                  # still tied
+
+
+def test_trainable_tokens_bad_input():
+    from tfmlib import GPT, GPTConfig
+    from tfmlib.lora import add_trainable_tokens
+    with pytest.raises(ValueError, match=r"ids in \[0, 29\]"):
+        add_trainable_tokens(_gpt_for_tokens(), [30])
+    with pytest.raises(ValueError, match="tied"):
+        add_trainable_tokens(GPT(GPTConfig.preset("cpu", vocab_size=30, tie_weights=False)), [1])
+    model = _gpt_for_tokens()
+    add_trainable_tokens(model, [1])
+    with pytest.raises(ValueError, match="already"):
+        add_trainable_tokens(model, [2])

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from tfmlib import GPT, GPTConfig, set_seed
 from tfmlib.bpe import ByteLevelBPE
 from tfmlib.checks.gpt import sft_labels_reference
-from tfmlib.sft import (CHAT_SPECIAL_TOKENS, IGNORE_INDEX, INSTRUCTION_KINDS, ChatTemplate, exact_match,
-                        generate_response, instruction_data, instruction_splits, sft_batch, sft_labels,
+from tfmlib.sft import (CHAT_SPECIAL_TOKENS, DEFAULT_KINDS, IGNORE_INDEX, INSTRUCTION_KINDS, ChatTemplate, exact_match,
+                        generate_response, generate_responses, instruction_data, well_formed, instruction_splits, sft_batch, sft_labels,
                         sft_targets)
 
 X = IGNORE_INDEX
@@ -137,15 +137,19 @@ def test_decode_refuses_non_conversations(chat):
 def test_instruction_data_is_exact_and_seeded():
     data = instruction_data(300, seed=0)
     assert data == instruction_data(300, seed=0) and data != instruction_data(300, seed=1)
-    assert {e.kind for e in data} == set(INSTRUCTION_KINDS)
-    for kind, prompt, response in data:
+    assert {e.kind for e in data} == set(DEFAULT_KINDS) == set(INSTRUCTION_KINDS) - {"count"}
+    varied = instruction_data(500, seed=0, kinds=list(INSTRUCTION_KINDS), lengths=(3, 5))
+    assert {len(e.prompt.split()[-1]) for e in varied} == {3, 4, 5}
+    for kind, prompt, response in data + varied:
         digits = prompt.split()[-1]
-        assert 3 <= len(digits) <= 5 and digits.isdigit()
-        expected = {"first": digits[0], "last": digits[-1], "largest": max(digits), "smallest": min(digits),
-                    "count": str(len(digits)), "sort": "".join(sorted(digits))}[kind]
+        assert digits.isdigit() and (len(digits) == 4 or (kind, prompt, response) in varied)
+        expected = {"first": digits[0], "second": digits[1], "last": digits[-1], "largest": max(digits),
+                    "smallest": min(digits), "count": str(len(digits)), "sort": "".join(sorted(digits))}[kind]
         assert response == expected
     with pytest.raises(ValueError, match="kinds must be names"):
         instruction_data(3, kinds=["reverse"])
+    with pytest.raises(ValueError, match="lengths must be"):
+        instruction_data(3, lengths=(1, 3))
 
 
 def test_splits_are_disjoint():
@@ -160,7 +164,7 @@ def test_splits_are_disjoint():
 def test_exact_match_equals_greedy_generation(chat):
     set_seed(0)
     model = GPT(GPTConfig.preset("cpu", vocab_size=chat.tokenizer.vocab_size, max_len=32))
-    examples = instruction_data(40, seed=3, kinds=["first", "count"])
+    examples = instruction_data(40, seed=3, kinds=["first", "count"], lengths=(3, 5))
     # make the model right on some examples: a few steps of SFT
     inputs, targets = sft_batch(chat, examples)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -171,7 +175,19 @@ def test_exact_match_equals_greedy_generation(chat):
         opt.step()
     model.eval()
     by_generation = [generate_response(model, chat, e.prompt, max_new_tokens=4) == e.response for e in examples]
+    batched = generate_responses(model, chat, [e.prompt for e in examples], max_new_tokens=4)
+    assert [reply for reply, _ in batched] == [generate_response(model, chat, e.prompt, 4) for e in examples]
+    assert all(well_formed(e, reply, stopped) for e, (reply, stopped) in zip(examples, batched)
+               if reply == e.response and stopped)
     shares = exact_match(model, chat, examples, batch_size=16)
     assert shares["all"] == sum(by_generation) / len(examples)
     assert 0 < shares["all"]
     assert set(shares) == {"first", "count", "all"}
+
+
+def test_well_formed():
+    sort = instruction_data(1, seed=0, kinds=["sort"])[0]
+    first = instruction_data(1, seed=0, kinds=["first"])[0]
+    assert well_formed(sort, "9" * len(sort.response), True)          # wrong but well formed
+    assert not well_formed(sort, sort.response, False)                 # never stopped
+    assert not well_formed(first, "12", True) and not well_formed(first, "a", True)

@@ -29,8 +29,8 @@ from typing import NamedTuple, Sequence
 import torch
 
 __all__ = ["CHAT_SPECIAL_TOKENS", "IGNORE_INDEX", "ChatTemplate", "sft_targets", "sft_labels",
-           "Instruction", "INSTRUCTION_KINDS", "instruction_data", "instruction_splits", "sft_batch",
-           "exact_match", "generate_response"]
+           "Instruction", "INSTRUCTION_KINDS", "DEFAULT_KINDS", "instruction_data", "instruction_splits", "sft_batch",
+           "exact_match", "generate_responses", "generate_response", "well_formed"]
 
 CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>")
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
@@ -159,27 +159,29 @@ class Instruction(NamedTuple):
 # kind -> (instruction words, the exact answer for a digit string d)
 INSTRUCTION_KINDS = {
     "first": ("First digit of", lambda d: d[0]),
+    "second": ("Second digit of", lambda d: d[1]),
     "last": ("Last digit of", lambda d: d[-1]),
     "largest": ("Largest digit of", max),
     "smallest": ("Smallest digit of", min),
     "count": ("How many digits in", lambda d: str(len(d))),
     "sort": ("Sort", lambda d: "".join(sorted(d))),
 }
+DEFAULT_KINDS = ("first", "second", "last", "largest", "smallest", "sort")  # "count" needs varied lengths
 
 
-def instruction_data(n: int, seed: int = 0, kinds: Sequence[str] | None = None,
-                     lengths: tuple[int, int] = (3, 5)) -> list[Instruction]:
+def instruction_data(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_KINDS,
+                     lengths: tuple[int, int] = (4, 4)) -> list[Instruction]:
     """``n`` seeded instructions about a random digit string, e.g. ("sort", "Sort 3141", "1134").
 
-    Each response is exact (one right answer). kinds: names from INSTRUCTION_KINDS (default all);
-    lengths: the smallest and largest number of digits.
+    Each response is exact (one right answer). kinds: names from INSTRUCTION_KINDS; lengths: the
+    smallest and largest number of digits (4 and 4 by default: 60,000 different prompts).
     """
-    kinds = list(INSTRUCTION_KINDS) if kinds is None else list(kinds)
+    kinds = list(kinds)
     unknown = [k for k in kinds if k not in INSTRUCTION_KINDS]
     if unknown or not kinds:
         raise ValueError(f"kinds must be names from {list(INSTRUCTION_KINDS)}, got {kinds}")
-    if not 1 <= lengths[0] <= lengths[1]:
-        raise ValueError(f"lengths must be (smallest, largest) with 1 <= smallest <= largest, got {lengths}")
+    if not 2 <= lengths[0] <= lengths[1]:
+        raise ValueError(f"lengths must be (smallest, largest) with 2 <= smallest <= largest, got {lengths}")
     rng = random.Random(seed)
     data = []
     for _ in range(n):
@@ -248,15 +250,41 @@ def exact_match(model, template: ChatTemplate, examples: Sequence[Instruction],
 
 
 @torch.no_grad()
+def generate_responses(model, template: ChatTemplate, user_texts: Sequence[str],
+                       max_new_tokens: int = 8) -> list[tuple[str, bool]]:
+    """Greedy answers to user messages: [(reply text, stopped at <|end|>)], in order.
+
+    Prompts with the same number of tokens run as one batch; a reply ends at its first <|end|>
+    (or after max_new_tokens, then stopped is False).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    prompts = [template.prompt(text) for text in user_texts]
+    by_length = defaultdict(list)
+    for i, ids in enumerate(prompts):
+        by_length[len(ids)].append(i)
+    replies: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    for rows in by_length.values():
+        ids = torch.tensor([prompts[i] for i in rows], device=device)             # (B, T_prompt)
+        if ids.shape[1] + max_new_tokens > model.config.max_len:
+            raise ValueError(f"prompt of {ids.shape[1]} tokens + {max_new_tokens} new ones exceed the model's "
+                             f"max_len={model.config.max_len}")
+        generated = model.generate(ids, max_new_tokens, temperature=0)[:, ids.shape[1]:]  # (B, max_new_tokens)
+        for i, row in zip(rows, generated.tolist()):
+            stopped = template.end_id in row
+            row = row[:row.index(template.end_id)] if stopped else row
+            replies[i] = (template.tokenizer.decode(row), stopped)
+    model.train(was_training)
+    return replies
+
+
+def well_formed(example: Instruction, reply: str, stopped: bool) -> bool:
+    """Does a reply have the right FORMAT for its instruction, right or wrong: only digits, as many as
+    the answer needs (one, or all of them for "sort"), then <|end|>."""
+    return stopped and reply.isdigit() and len(reply) == len(example.response)
+
+
 def generate_response(model, template: ChatTemplate, user_text: str, max_new_tokens: int = 20) -> str:
     """Greedy answer to one user message, stopped at <|end|> (or after max_new_tokens)."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([template.prompt(user_text)], device=device)
-    reply = []
-    for _ in range(max_new_tokens):
-        next_id = int(model(ids[:, -model.config.max_len:])[0, -1].argmax())
-        if next_id == template.end_id:
-            break
-        reply.append(next_id)
-        ids = torch.cat([ids, torch.tensor([[next_id]], device=device)], dim=1)
-    return template.tokenizer.decode(reply)
+    return generate_responses(model, template, [user_text], max_new_tokens)[0][0]
