@@ -1,7 +1,7 @@
 """Checks for lesson 10's exercises: the sampling filters (top-k, top-p) and the distribution
 a sampler draws from (temperature + filters); the bigram baseline and bits per character are in
 tfmlib.checks.lm_metrics. ``check_sft_labels`` (labels for supervised fine-tuning with loss
-masking) waits for lesson 12. Each runs the learner's code against tfmlib's reference (``tfmlib.gpt``)
+masking) is lesson 12's exercise; its reference is tfmlib.sft.sft_labels. Each runs the learner's code against tfmlib's reference (``tfmlib.gpt``)
 on random logits and edge cases, and names the usual mistake when the output matches it.
 
 Shape legend: B batch, T sequence length, V vocabulary size.
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..gpt import sampling_probs, top_k_filter, top_p_filter
+from ..sft import sft_labels as sft_labels_reference  # one turn: prompt + response + padding
 from .core import CheckFailed, call, check, expect_close, expect_tensor
 
 __all__ = ["check_top_k_filter", "check_top_p_filter", "check_sampling_probs", "check_sft_labels",
@@ -180,17 +181,6 @@ def check_sampling_probs(fn):
 
 
 # ---------------------------------------------------------------- SFT labels
-
-def sft_labels_reference(ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int = 0,
-                         ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (B, T) = prompt + response + padding; prompt_lens (B,) -> inputs (B, T-1), targets (B, T-1):
-    targets[t] = ids[t + 1] where that token belongs to the response, else ignore_index."""
-    inputs, targets = ids[:, :-1], ids[:, 1:].clone()              # targets[t] is the token after t
-    position = torch.arange(1, ids.shape[1])[None, :]               # (1, T-1): index of each target in ids
-    in_prompt = position < prompt_lens[:, None]                     # (B, T-1)
-    targets[in_prompt | (targets == pad_id)] = ignore_index
-    return inputs, targets
-
 
 def _sft_cases():
     g = torch.Generator().manual_seed(3)
