@@ -7,7 +7,7 @@ architecture trained from scratch, and accuracy against the number of labelled e
 
     (train_ids, test_ids), kept = compact_vocabulary(train_ids, test_ids)  # rows a model from scratch needs
     model = EncoderClassifier(bert_config(hf, vocab_size=len(kept), n_classes=5))
-    history = train_classifier(model, train_ids[idx], train_labels[idx], max_steps=60, lr=1e-4)
+    history = train_classifier(model, train_ids[idx], train_labels[idx], steps=50, lr=1e-3)
 
     curves = few_shot_curve(run, train_labels, counts=[1, 2, 4], seeds=[0, 1])  # {name: (counts, seeds)}
 
@@ -107,43 +107,31 @@ def compact_vocabulary(*ids: torch.Tensor, pad_id: int = 0) -> tuple[list[torch.
     return [new_id[t.cpu()].to(t.device) for t in ids], kept
 
 
-def train_classifier(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, *, max_steps: int = 100,
+def train_classifier(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, *, steps: int = 50,
                      lr: float = 1e-4, batch_size: int = 40, seed: int = 0, pad_id: int = 0,
-                     check_every: int = 5, device: torch.device | str | None = None, **fit_options):
-    """Train a whole classifier (model(ids (B, T)) -> logits (B, K)) with tfmlib.train.fit until it
-    labels all of its training examples right (checked every ``check_every`` steps) or ``max_steps``.
+                     device: torch.device | str | None = None, **fit_options):
+    """Train a whole classifier (model(ids (B, T)) -> logits (B, K)) for ``steps`` AdamW steps with
+    tfmlib.train.fit, on mini-batches of ``batch_size`` from tfmlib.data.Batches (seeded, padding
+    columns trimmed); ``fit_options`` go to fit (e.g. schedule, warmup_steps, weight_decay).
 
-    Mini-batches of ``batch_size`` come from tfmlib.data.Batches (seeded, padding columns trimmed).
-    Returns fit's History; ``history.steps[-1]`` is the number of steps taken and
-    ``history.evals[-1]["train_accuracy"]`` the final training accuracy."""
+    Returns fit's History; ``history.evals[-1]["train_accuracy"]`` is the accuracy on all of
+    ``ids`` at the end (eval mode)."""
     from .train import fit  # train imports tqdm and the checkpoint code: only when training
 
     check_tensor(ids, "ids", ndim=2, dtype_kind="int")
     check_tensor(labels, "labels", ndim=1, dtype_kind="int")
     if len(ids) != len(labels):
         raise ValueError(f"ids has {len(ids)} rows but labels {len(labels)}")
-    _positive_int(check_every, "check_every")
-    _positive_int(max_steps, "max_steps")
+    _positive_int(steps, "steps")
     batches = Batches(ids, labels, batch_size=_positive_int(batch_size, "batch_size"), seed=seed, pad_id=pad_id)
 
-    def train_accuracy(model):                             # eval mode, no gradients (fit's eval)
-        dev = next(model.parameters()).device
-        return {"train_accuracy": accuracy(model(ids.to(dev)), labels)}
-
-    def stop_when_all_right(state) -> bool:
-        if state.step % check_every:
-            return False
-        state.model.eval()
-        with torch.no_grad():
-            done = train_accuracy(state.model)["train_accuracy"] == 1.0
-        state.model.train()
-        return done
+    def train_accuracy(model):                             # fit runs it in eval mode, without gradients
+        return {"train_accuracy": accuracy(model(ids.to(next(model.parameters()).device)), labels)}
 
     torch.manual_seed(seed)                                # dropout, if the config has any
     with torch.enable_grad():                              # also in a notebook that switched gradients off
-        return fit(model, batches, loss_fn=ClassificationLoss(), steps=_positive_int(max_steps, "max_steps"),
-                   lr=lr, callbacks=[stop_when_all_right], eval_fn=train_accuracy, progress=False, device=device,
-                   **fit_options)
+        return fit(model, batches, loss_fn=ClassificationLoss(), steps=steps, lr=lr, eval_fn=train_accuracy,
+                   progress=False, device=device, **fit_options)
 
 
 def few_shot_curve(run: Callable[[torch.Tensor, int], dict], labels: torch.Tensor, counts: Sequence[int],
