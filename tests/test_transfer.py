@@ -98,6 +98,8 @@ def test_compact_vocabulary_renumbers_and_maps_back():
 def test_compact_vocabulary_errors():
     with pytest.raises(ValueError, match="pad_id=5 must be the smallest id"):
         compact_vocabulary(torch.tensor([[3, 5]]), pad_id=5)
+    with pytest.raises(ValueError, match="must be non-negative, got -1"):
+        compact_vocabulary(torch.tensor([[3, -1]]))
     with pytest.raises(TypeError, match=r"ids\[1\]"):
         compact_vocabulary(torch.tensor([1]), torch.tensor([1.0]))
 

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .data import Batches
 from .losses import ClassificationLoss
+from .train import fit
 from .utils import check_tensor
 
 __all__ = ["balanced_subset", "accuracy", "train_head", "compact_vocabulary", "train_classifier",
@@ -100,6 +101,8 @@ def compact_vocabulary(*ids: torch.Tensor, pad_id: int = 0) -> tuple[list[torch.
     for i, t in enumerate(ids):
         check_tensor(t, f"ids[{i}]", dtype_kind="int")
     kept = torch.unique(torch.cat([t.flatten().cpu() for t in ids] + [torch.tensor([pad_id])]))  # sorted
+    if int(kept[0]) < 0:
+        raise ValueError(f"token ids and pad_id must be non-negative, got {int(kept[0])}")
     new_id = torch.full((int(kept.max()) + 1,), -1, dtype=torch.long)
     new_id[kept] = torch.arange(len(kept))                 # old id -> new id
     if int(new_id[pad_id]) != pad_id:
@@ -116,8 +119,6 @@ def train_classifier(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, 
 
     Returns fit's History; ``history.evals[-1]["train_accuracy"]`` is the accuracy on all of
     ``ids`` at the end (eval mode)."""
-    from .train import fit  # train imports tqdm and the checkpoint code: only when training
-
     check_tensor(ids, "ids", ndim=2, dtype_kind="int")
     check_tensor(labels, "labels", ndim=1, dtype_kind="int")
     if len(ids) != len(labels):
