@@ -30,6 +30,7 @@
     lm_metrics           language-model baselines and bits per character
     train                fit(): the training loop and its history
     checkpoint           safe save / load / resume
+    sft                  supervised fine-tuning: chat template, response-only targets, instruction data
     lora                 low-rank adapters (LoRA): add, train, merge, save
     decoding             greedy and beam search for the encoder-decoder
     bert                 encoder-only classifier and BERT's masked-language-model rule
