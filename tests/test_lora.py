@@ -330,7 +330,8 @@ def _gpt_for_tokens():
 
 
 def test_trainable_tokens_start_equal_train_only_their_rows_and_merge():
-    from tfmlib.lora import add_lora, add_trainable_tokens, merge_lora, trainable_parameters
+    from tfmlib.lora import add_lora, merge_lora, trainable_parameters
+    from tfmlib.trainable_tokens import add_trainable_tokens
     model = _gpt_for_tokens()
     ids = torch.randint(0, 30, (3, 10), generator=torch.Generator().manual_seed(0))
     before = model(ids)
@@ -362,7 +363,7 @@ def test_trainable_tokens_start_equal_train_only_their_rows_and_merge():
 
 def test_trainable_tokens_bad_input():
     from tfmlib import GPT, GPTConfig
-    from tfmlib.lora import add_trainable_tokens
+    from tfmlib.trainable_tokens import add_trainable_tokens
     with pytest.raises(ValueError, match=r"ids in \[0, 29\]"):
         add_trainable_tokens(_gpt_for_tokens(), [30])
     with pytest.raises(ValueError, match="tied"):
@@ -371,3 +372,20 @@ def test_trainable_tokens_bad_input():
     add_trainable_tokens(model, [1])
     with pytest.raises(ValueError, match="already"):
         add_trainable_tokens(model, [2])
+
+
+def test_trainable_tokens_survive_deepcopy():
+    import copy
+    from tfmlib.lora import merge_lora
+    from tfmlib.trainable_tokens import add_trainable_tokens
+    model = _gpt_for_tokens()
+    tokens = add_trainable_tokens(model, [5])
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.trainable_tokens.delta.fill_(1.0)                             # the copy has its own rows
+    ids = torch.tensor([[5, 1, 5]])
+    assert tokens.delta.abs().sum() == 0 and not torch.equal(twin(ids), model(ids))
+    expected = twin(ids)
+    merge_lora(twin)
+    torch.testing.assert_close(twin(ids), expected)
+    assert hasattr(model, "trainable_tokens")                              # the original is untouched

@@ -31,6 +31,7 @@
     train                fit(): the training loop and its history
     checkpoint           safe save / load / resume
     sft                  supervised fine-tuning: chat template, response-only targets, instruction data
+    trainable_tokens     trainable rows of a frozen embedding (new special tokens)
     lora                 low-rank adapters (LoRA): add, train, merge, save
     decoding             greedy and beam search for the encoder-decoder
     bert                 encoder-only classifier and BERT's masked-language-model rule

@@ -34,9 +34,10 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .trainable_tokens import TrainableTokens, merge_trainable_tokens
 from .utils import count_parameters
 
-__all__ = ["LoRALinear", "add_lora", "TrainableTokens", "add_trainable_tokens", "merge_lora", "lora_layers", "lora_state_dict", "load_lora_state_dict",
+__all__ = ["LoRALinear", "add_lora", "merge_lora", "lora_layers", "lora_state_dict", "load_lora_state_dict",
            "save_lora", "load_lora", "trainable_parameters", "DEFAULT_TARGETS"]
 
 DEFAULT_TARGETS = ("q_proj", "v_proj")  # the paper's choice: adapt the query and value projections
@@ -129,61 +130,6 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}"
 
 
-class TrainableTokens(nn.Module):
-    """Trainable rows of a frozen, tied token embedding: ``delta`` (k, C), zero at first, is added to
-    the rows of ``token_ids`` wherever the matrix is used, in the embedding lookup (B, T) -> (B, T, C)
-    and in the tied output head's logits (B, T, V). New special tokens (a chat template's) were never
-    seen in pre-training, so their rows are random: LoRA alone would keep them so. (PEFT calls this
-    ``trainable_token_indices``.) Built by ``add_trainable_tokens``; ``merge_lora`` folds it in."""
-
-    def __init__(self, token_ids: Iterable[int], d_model: int):
-        super().__init__()
-        self.register_buffer("token_ids", torch.tensor(sorted(set(int(i) for i in token_ids)), dtype=torch.long))
-        self.delta = nn.Parameter(torch.zeros(len(self.token_ids), d_model))   # (k, C)
-        self._hooks = []
-
-    def embedding_delta(self, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
-        rows = self.delta.new_zeros(vocab_size, self.delta.shape[1]).index_add(0, self.token_ids, self.delta)
-        return rows[tokens]                                                    # (B, T) -> (B, T, C)
-
-    def logits_delta(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        return logits.index_add(-1, self.token_ids, hidden @ self.delta.T)    # (B, T, C) @ (C, k) -> (B, T, k)
-
-
-def add_trainable_tokens(model: nn.Module, token_ids: Iterable[int]) -> TrainableTokens:
-    """Let the rows ``token_ids`` of a GPT's tied embedding train (everything else stays as it is).
-
-    Needs ``model.tok_embed`` (a TokenEmbedding) tied to ``model.lm_head``, as tfmlib.GPT is by
-    default; raises ValueError otherwise, or for ids outside the vocabulary."""
-    embed, head = getattr(model, "tok_embed", None), getattr(model, "lm_head", None)
-    if embed is None or head is None or head.weight is not embed.weight:
-        raise ValueError("add_trainable_tokens needs a model whose lm_head is tied to tok_embed (tfmlib.GPT "
-                         "with tie_weights=True)")
-    if hasattr(model, "trainable_tokens"):
-        raise ValueError("the model already has trainable tokens: merge_lora(model) first")
-    V, C = embed.weight.shape
-    ids = list(token_ids)
-    if not ids or any(not 0 <= int(i) < V for i in ids):
-        raise ValueError(f"token_ids must be a non-empty list of ids in [0, {V - 1}], got {ids}")
-    tokens = TrainableTokens(ids, C).to(embed.weight.device)
-    model.trainable_tokens = tokens
-    scale = getattr(embed, "scale", 1.0)
-    tokens._hooks = [
-        embed.register_forward_hook(lambda m, args, out: out + scale * tokens.embedding_delta(args[0], V)),
-        head.register_forward_hook(lambda m, args, out: tokens.logits_delta(out, args[0]))]
-    return tokens
-
-
-def _merge_tokens(model: nn.Module) -> None:
-    tokens = getattr(model, "trainable_tokens", None)
-    if isinstance(tokens, TrainableTokens):
-        with torch.no_grad():
-            model.tok_embed.weight[tokens.token_ids] += tokens.delta.to(model.tok_embed.weight.dtype)
-        for hook in tokens._hooks:
-            hook.remove()
-        del model.trainable_tokens
-
-
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """{qualified name: LoRALinear} for every adapter inside ``model``."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
@@ -250,19 +196,19 @@ def add_lora(model: nn.Module, targets=DEFAULT_TARGETS, r: int = 8, alpha: float
     for layer in lora_layers(model).values():  # adapters added earlier stay trainable
         layer.lora_A.requires_grad_(True)
         layer.lora_B.requires_grad_(True)
-    if isinstance(getattr(model, "trainable_tokens", None), TrainableTokens):
+    if isinstance(getattr(model, "trainable_tokens", None), TrainableTokens):  # rows added earlier stay trainable
         model.trainable_tokens.delta.requires_grad_(True)
     return [name for name, _ in chosen]
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear in ``model`` by its merged plain nn.Linear (in place), fold trainable
-    tokens into the embedding, and return ``model``: the original state_dict keys, the same outputs, no adapter left to compute.
+    token rows (tfmlib.trainable_tokens) into the embedding, and return ``model``: the original state_dict keys, the same outputs, no adapter left to compute.
     (A LoRALinear passed alone is returned as its merged nn.Linear.) Parameters stay frozen as
     they were: call model.requires_grad_(True) to train the whole model again."""
     if isinstance(model, LoRALinear):
         return model.merged_linear()
-    _merge_tokens(model)
+    merge_trainable_tokens(model)
     for name, layer in list(lora_layers(model).items()):
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, layer.merged_linear())

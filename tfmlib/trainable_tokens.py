@@ -1,0 +1,101 @@
+"""Trainable rows of a frozen token embedding: the new special tokens of a chat template.
+
+A chat template brings tokens that pre-training never saw (their embedding rows are still at their
+random initial values), and a fine-tuning task may lean on tokens the pre-training text hardly held.
+LoRA (tfmlib.lora) freezes the embedding, and with tied weights the output head too, so those rows
+would stay as they are. ``add_trainable_tokens`` lets just those rows train, as a zero-initialised
+delta that ``merge_trainable_tokens`` (and tfmlib.lora.merge_lora) folds back into the matrix.
+
+    add_lora(model, targets=..., r=8, alpha=16)                 # freezes everything else
+    add_trainable_tokens(model, [user_id, assistant_id, end_id])  # + k rows of C numbers
+
+Shape legend: B batch, T tokens, C model width, V vocabulary, k trainable rows.
+Reference: the "trainable_token_indices" option of Hugging Face's PEFT library.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+__all__ = ["TrainableTokens", "add_trainable_tokens", "merge_trainable_tokens"]
+
+
+class TrainableTokens(nn.Module):
+    """``delta`` (k, C), zero at first: what training adds to the embedding rows ``token_ids``."""
+
+    def __init__(self, token_ids: Iterable[int], d_model: int):
+        super().__init__()
+        self.register_buffer("token_ids", torch.tensor(sorted(set(int(i) for i in token_ids)), dtype=torch.long))
+        self.delta = nn.Parameter(torch.zeros(len(self.token_ids), d_model))   # (k, C)
+
+    def rows(self, vocab_size: int) -> torch.Tensor:
+        """The delta as a full (V, C) matrix: zero except the k trainable rows."""
+        return self.delta.new_zeros(vocab_size, self.delta.shape[1]).index_add(0, self.token_ids, self.delta)
+
+
+class _EmbeddingWithRows(nn.Module):
+    """The frozen embedding, plus the trainable rows: (B, T) -> (B, T, C)."""
+
+    def __init__(self, embedding: nn.Module, tokens: TrainableTokens):
+        super().__init__()
+        self.frozen, self.tokens = embedding, tokens
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.frozen.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = self.tokens.rows(self.frozen.weight.shape[0])                   # (V, C)
+        return self.frozen(idx) + getattr(self.frozen, "scale", 1.0) * rows[idx]
+
+
+class _HeadWithRows(nn.Module):
+    """The frozen tied output head, plus the trainable rows: (B, T, C) -> (B, T, V)."""
+
+    def __init__(self, head: nn.Linear, tokens: TrainableTokens):
+        super().__init__()
+        self.frozen, self.tokens = head, tokens
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.frozen.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        extra = hidden @ self.tokens.delta.T                                   # (B, T, C) @ (C, k) -> (B, T, k)
+        return self.frozen(hidden).index_add(-1, self.tokens.token_ids, extra)
+
+
+def add_trainable_tokens(model: nn.Module, token_ids: Iterable[int]) -> TrainableTokens:
+    """Let the rows ``token_ids`` of a GPT's tied embedding train, in the input lookup and in the
+    output logits; returns the TrainableTokens (also ``model.trainable_tokens``).
+
+    Needs ``model.tok_embed`` tied to ``model.lm_head``, as tfmlib.GPT is by default. Raises
+    ValueError otherwise, for ids outside the vocabulary, or if the model already has some."""
+    embed, head = getattr(model, "tok_embed", None), getattr(model, "lm_head", None)
+    if hasattr(model, "trainable_tokens"):
+        raise ValueError("the model already has trainable tokens: merge_trainable_tokens(model) first")
+    if embed is None or head is None or head.weight is not embed.weight:
+        raise ValueError("add_trainable_tokens needs a model whose lm_head is tied to tok_embed (tfmlib.GPT "
+                         "with tie_weights=True)")
+    V, C = embed.weight.shape
+    ids = list(token_ids)
+    if not ids or any(not 0 <= int(i) < V for i in ids):
+        raise ValueError(f"token_ids must be a non-empty list of ids in [0, {V - 1}], got {ids}")
+    tokens = TrainableTokens(ids, C).to(embed.weight.device)
+    model.tok_embed, model.lm_head = _EmbeddingWithRows(embed, tokens), _HeadWithRows(head, tokens)
+    model.trainable_tokens = tokens
+    return tokens
+
+
+def merge_trainable_tokens(model: nn.Module) -> nn.Module:
+    """Fold ``model.trainable_tokens`` into the embedding rows (in place), put the plain embedding and
+    head back, and return ``model``: the same outputs, the base model's parameters. No-op without."""
+    tokens = getattr(model, "trainable_tokens", None)
+    if isinstance(tokens, TrainableTokens):
+        model.tok_embed, model.lm_head = model.tok_embed.frozen, model.lm_head.frozen
+        with torch.no_grad():
+            model.tok_embed.weight[tokens.token_ids] += tokens.delta.to(model.tok_embed.weight.dtype)
+        del model.trainable_tokens
+    return model
