@@ -30,12 +30,12 @@
     lm_metrics           language-model baselines and bits per character
     train                fit(): the training loop and its history
     checkpoint           safe save / load / resume
-    sft                  supervised fine-tuning: chat template, response-only targets, instruction data
-    trainable_tokens     trainable rows of a frozen embedding (new special tokens)
-    lora                 low-rank adapters (LoRA): add, train, merge, save
     decoding             greedy and beam search for the encoder-decoder
     bert                 encoder-only classifier and BERT's masked-language-model rule
     pretrained           load real BERT-style and GPT-2 weights into the course's models
+    sft                  supervised fine-tuning: chat template, response-only targets, instruction data
+    trainable_tokens     trainable rows of a frozen embedding (new special tokens)
+    lora                 low-rank adapters (LoRA): add, train, merge, save
     transfer             few labels: a head on a frozen pretrained encoder vs training from scratch
     checks               the exercise checks
     plotting             attention heatmaps and measured curves
