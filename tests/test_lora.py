@@ -389,3 +389,66 @@ def test_trainable_tokens_survive_deepcopy():
     merge_lora(twin)
     torch.testing.assert_close(twin(ids), expected)
     assert hasattr(model, "trainable_tokens")                              # the original is untouched
+
+
+def test_trainable_token_rows_save_and_load_with_the_adapters(tmp_path):
+    from tfmlib.trainable_tokens import add_trainable_tokens
+    model = _gpt_for_tokens()
+    add_lora(model, targets=("q_proj", "v_proj"), r=4, alpha=8)
+    add_trainable_tokens(model, [27, 28, 29])
+    with torch.no_grad():                                                  # "trained": B and the rows non-zero
+        model.trainable_tokens.delta.normal_(0, 0.5)
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_(0, 0.05)
+    assert "trainable_tokens.delta" in lora_state_dict(model)
+    path = tmp_path / "adapters.safetensors"
+    save_lora(model, path)
+    ids = torch.tensor([[27, 3, 28, 5, 29, 1]])
+    fresh = _gpt_for_tokens()                                              # the same base weights
+    add_lora(fresh, targets=("q_proj", "v_proj"), r=4, alpha=8)
+    add_trainable_tokens(fresh, [29, 27, 28])                              # the same ids, in any order
+    load_lora(fresh, path)
+    with torch.no_grad():
+        assert torch.equal(fresh(ids), model(ids))
+        assert not torch.equal(fresh(ids), _gpt_for_tokens()(ids))         # the rows did change something
+
+
+def test_loading_token_rows_that_do_not_fit_explains_why(tmp_path):
+    from tfmlib.trainable_tokens import add_trainable_tokens
+    model = _gpt_for_tokens()
+    add_lora(model, targets=("q_proj",), r=2, alpha=4)
+    add_trainable_tokens(model, [27, 28])
+    save_lora(model, tmp_path / "rows.safetensors")
+    without = _gpt_for_tokens()
+    add_lora(without, targets=("q_proj",), r=2, alpha=4)
+    message = r"the file .* holds trainable rows for token ids \[27, 28\]: call add_trainable_tokens\(model, ids\)"
+    with pytest.raises(ValueError, match=message):
+        load_lora(without, tmp_path / "rows.safetensors")
+    with pytest.raises(ValueError, match=r"holds trainable rows for 2 token ids: call add_trainable_tokens"):
+        load_lora_state_dict(without, lora_state_dict(model))
+    save_lora(without, tmp_path / "plain.safetensors")
+    other = _gpt_for_tokens()
+    add_lora(other, targets=("q_proj",), r=2, alpha=4)
+    add_trainable_tokens(other, [27, 29])
+    with pytest.raises(ValueError, match=r"only saved: \[28\], only in the model: \[29\]"):
+        load_lora(other, tmp_path / "rows.safetensors")
+    with pytest.raises(ValueError, match=r"the model has trainable rows for token ids \[27, 29\] but the file"):
+        load_lora(other, tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("token_ids, error, message", [
+    (5, TypeError, r"list of integer ids .* got int 5: write \[5\]"),
+    (["<|end|>"], TypeError, r"got str '<\|end\|>' \(a token's text"),
+    ([2.7], TypeError, "got float 2.7"),
+    (2.7, TypeError, "got float"),
+    ([], ValueError, "non-empty list"),
+])
+def test_trainable_tokens_want_a_list_of_ints(token_ids, error, message):
+    from tfmlib.trainable_tokens import add_trainable_tokens
+    with pytest.raises(error, match=message):
+        add_trainable_tokens(_gpt_for_tokens(), token_ids)
+
+
+def test_add_lora_on_a_model_without_linear_layers():
+    with pytest.raises(ValueError, match=r"the model has no nn.Linear layers \(it is a Sequential\)"):
+        add_lora(nn.Sequential(nn.Embedding(5, 4), nn.LayerNorm(4)))

@@ -34,7 +34,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .trainable_tokens import TrainableTokens, merge_trainable_tokens
+from .trainable_tokens import TOKENS_KEY, TrainableTokens, check_saved_rows, merge_trainable_tokens, trainable_token_ids
 from .utils import count_parameters
 
 __all__ = ["LoRALinear", "add_lora", "merge_lora", "lora_layers", "lora_state_dict", "load_lora_state_dict",
@@ -178,6 +178,9 @@ def add_lora(model: nn.Module, targets=DEFAULT_TARGETS, r: int = 8, alpha: float
     linears = [(name, m) for name, m in model.named_modules()
                if isinstance(m, nn.Linear) and not name.startswith(inside_adapters)]
     chosen = [(name, m) for name, m in linears if match(name, m)]
+    if not linears:
+        raise ValueError(f"add_lora: the model has no nn.Linear layers (it is a {type(model).__name__}): LoRA adapts "
+                         "nn.Linear layers only")
     if not chosen:
         kinds = sorted({name.rsplit(".", 1)[-1] for name, _ in linears})
         raise ValueError(f"add_lora: no nn.Linear matches targets={targets!r}. The model's Linear layers end in "
@@ -203,9 +206,10 @@ def add_lora(model: nn.Module, targets=DEFAULT_TARGETS, r: int = 8, alpha: float
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear in ``model`` by its merged plain nn.Linear (in place), fold trainable
-    token rows (tfmlib.trainable_tokens) into the embedding, and return ``model``: the original state_dict keys, the same outputs, no adapter left to compute.
-    (A LoRALinear passed alone is returned as its merged nn.Linear.) Parameters stay frozen as
-    they were: call model.requires_grad_(True) to train the whole model again."""
+    token rows (tfmlib.trainable_tokens) into the embedding, and return ``model``: the original
+    state_dict keys, the same outputs, no adapter left to compute. (A LoRALinear passed alone is
+    returned as its merged nn.Linear.) Parameters stay frozen as they were: call
+    model.requires_grad_(True) to train the whole model again."""
     if isinstance(model, LoRALinear):
         return model.merged_linear()
     merge_trainable_tokens(model)
@@ -216,15 +220,24 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapters' tensors: {"<layer>.lora_A": (r, in), "<layer>.lora_B": (out, r), ...}."""
-    return {f"{name}.{part}": getattr(layer, part).detach()
-            for name, layer in lora_layers(model).items() for part in ("lora_A", "lora_B")}
+    """Only the adapters' tensors: {"<layer>.lora_A": (r, in), "<layer>.lora_B": (out, r), ...}, plus
+    "trainable_tokens.delta" (k, C) when the model has trainable token rows (add_trainable_tokens)."""
+    tensors = {f"{name}.{part}": getattr(layer, part).detach()
+               for name, layer in lora_layers(model).items() for part in ("lora_A", "lora_B")}
+    if trainable_token_ids(model) is not None:
+        tensors[TOKENS_KEY] = model.trainable_tokens.delta.detach()
+    return tensors
 
 
-def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor],
+                         token_ids: list[int] | None = None) -> None:
     """Copy adapter tensors into ``model``'s LoRALinear layers (built by add_lora with the same targets
-    and r). Raises ValueError naming missing keys, unexpected keys and shape mismatches, and if a
-    layer is merged (unmerge it first: its weight already holds the old adapter)."""
+    and r), and "trainable_tokens.delta" into its trainable token rows (token_ids: their ids, when known).
+    Raises ValueError naming missing keys, unexpected keys and shape mismatches, if a layer is merged
+    (unmerge it first: its weight already holds the old adapter), and when the state_dict holds token
+    rows but the model has none (call add_trainable_tokens first), or the other way round, or other ids."""
+    rows = state_dict.get(TOKENS_KEY)
+    check_saved_rows(model, None if rows is None else len(rows), token_ids)
     expected = lora_state_dict(model)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -242,29 +255,36 @@ def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
         raise ValueError(f"cannot load adapters into merged layers [{_short_list(merged, 3)}]: call unmerge() first")
     with torch.no_grad():
         for key, value in state_dict.items():
-            expected_param = getattr(layers[key.rsplit(".", 1)[0]], key.rsplit(".", 1)[1])
-            expected_param.copy_(value)
+            owner = model.trainable_tokens if key == TOKENS_KEY else layers[key.rsplit(".", 1)[0]]
+            getattr(owner, key.rsplit(".", 1)[1]).copy_(value)
 
 
 def save_lora(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write the adapters (and each layer's r and alpha) to a .safetensors file: tensors only, no code."""
+    """Write the adapters (and each layer's r and alpha) to a .safetensors file: tensors only, no code.
+    Trainable token rows are saved too, their ids in the metadata. Raises ValueError without adapters."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers to save: call add_lora(model, ...) first")
     config = {name: {"r": layer.r, "alpha": layer.alpha} for name, layer in layers.items()}
     tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
-    save_file(tensors, str(path), metadata={"format": "tfmlib-lora", "config": json.dumps(config)})
+    metadata = {"format": "tfmlib-lora", "config": json.dumps(config)}
+    if trainable_token_ids(model) is not None:
+        metadata["token_ids"] = json.dumps(trainable_token_ids(model))
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def load_lora(model: nn.Module, path: str | os.PathLike) -> None:
     """Load adapters written by save_lora into ``model`` (already prepared with add_lora).
 
-    Raises FileNotFoundError, or ValueError when the keys, shapes or alpha do not fit."""
+    Raises FileNotFoundError, or ValueError when the keys, shapes or alpha do not fit, or the file's
+    trainable token rows do not (the file holds rows but the model has none: add_trainable_tokens first)."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no adapter file at {path!r}")
     with safe_open(path, framework="pt") as f:
-        config = json.loads((f.metadata() or {}).get("config", "{}"))
+        metadata = f.metadata() or {}
+    config = json.loads(metadata.get("config", "{}"))
+    token_ids = json.loads(metadata["token_ids"]) if "token_ids" in metadata else None
     layers = lora_layers(model)
     differ = [f"{n}: alpha {c['alpha']:g} in the file, {layers[n].alpha:g} in the model"
               for n, c in config.items() if n in layers and c["alpha"] != layers[n].alpha]
@@ -272,7 +292,10 @@ def load_lora(model: nn.Module, path: str | os.PathLike) -> None:
         raise ValueError(f"the adapters in {path!r} were trained with another alpha ({_short_list(differ, 2)}): "
                          "call add_lora with the same alpha")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    load_lora_state_dict(model, load_file(path, device=str(device)))
+    tensors = load_file(path, device=str(device))
+    rows = len(tensors[TOKENS_KEY]) if TOKENS_KEY in tensors else None
+    check_saved_rows(model, rows, token_ids, f"the file {path!r}")
+    load_lora_state_dict(model, tensors, token_ids)
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:

@@ -14,12 +14,16 @@ Reference: the "trainable_token_indices" option of Hugging Face's PEFT library.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Iterable
 
 import torch
 import torch.nn as nn
 
-__all__ = ["TrainableTokens", "add_trainable_tokens", "merge_trainable_tokens"]
+__all__ = ["TrainableTokens", "add_trainable_tokens", "merge_trainable_tokens", "trainable_token_ids",
+           "check_saved_rows", "TOKENS_KEY"]
+
+TOKENS_KEY = "trainable_tokens.delta"  # the rows' key in tfmlib.lora's adapter state_dicts and files
 
 
 class TrainableTokens(nn.Module):
@@ -67,12 +71,31 @@ class _HeadWithRows(nn.Module):
         return self.frozen(hidden).index_add(-1, self.tokens.token_ids, extra)
 
 
+def _check_ids(token_ids, V: int) -> list[int]:
+    expected = f"token_ids must be a non-empty list of integer ids in [0, {V - 1}]"
+    if isinstance(token_ids, torch.Tensor):
+        token_ids = token_ids.tolist() if token_ids.ndim == 1 and not token_ids.is_floating_point() else [token_ids]
+    if isinstance(token_ids, (str, bytes)) or not isinstance(token_ids, Iterable):
+        raise TypeError(f"{expected}, got {type(token_ids).__name__} {token_ids!r:.40}"
+                        + (f": write [{token_ids}]" if isinstance(token_ids, numbers.Integral) else ""))
+    ids = list(token_ids)
+    odd = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if odd:
+        raise TypeError(f"{expected}, got {type(odd[0]).__name__} {odd[0]!r:.40}"
+                        + (" (a token's text: use tokenizer.special_tokens[...] or encode_ordinary for its id)"
+                           if isinstance(odd[0], str) else ""))
+    if not ids or any(not 0 <= int(i) < V for i in ids):
+        raise ValueError(f"{expected}, got {ids}")
+    return [int(i) for i in ids]
+
+
 def add_trainable_tokens(model: nn.Module, token_ids: Iterable[int]) -> TrainableTokens:
     """Let the rows ``token_ids`` of a GPT's tied embedding train, in the input lookup and in the
     output logits; returns the TrainableTokens (also ``model.trainable_tokens``).
 
     Needs ``model.tok_embed`` tied to ``model.lm_head``, as tfmlib.GPT is by default. Raises
-    ValueError otherwise, for ids outside the vocabulary, or if the model already has some."""
+    ValueError otherwise, for an empty list or ids outside the vocabulary, or if the model already
+    has some; TypeError when token_ids is not a list of ints (a lone int, strings, floats)."""
     embed, head = getattr(model, "tok_embed", None), getattr(model, "lm_head", None)
     if hasattr(model, "trainable_tokens"):
         raise ValueError("the model already has trainable tokens: merge_trainable_tokens(model) first")
@@ -80,9 +103,7 @@ def add_trainable_tokens(model: nn.Module, token_ids: Iterable[int]) -> Trainabl
         raise ValueError("add_trainable_tokens needs a model whose lm_head is tied to tok_embed (tfmlib.GPT "
                          "with tie_weights=True)")
     V, C = embed.weight.shape
-    ids = list(token_ids)
-    if not ids or any(not 0 <= int(i) < V for i in ids):
-        raise ValueError(f"token_ids must be a non-empty list of ids in [0, {V - 1}], got {ids}")
+    ids = _check_ids(token_ids, V)
     tokens = TrainableTokens(ids, C).to(embed.weight.device)
     model.tok_embed, model.lm_head = _EmbeddingWithRows(embed, tokens), _HeadWithRows(head, tokens)
     model.trainable_tokens = tokens
@@ -99,3 +120,33 @@ def merge_trainable_tokens(model: nn.Module) -> nn.Module:
             model.tok_embed.weight[tokens.token_ids] += tokens.delta.to(model.tok_embed.weight.dtype)
         del model.trainable_tokens
     return model
+
+
+def trainable_token_ids(model: nn.Module) -> list[int] | None:
+    """The sorted ids of ``model.trainable_tokens``, or None when the model has no trainable rows."""
+    tokens = getattr(model, "trainable_tokens", None)
+    return tokens.token_ids.tolist() if isinstance(tokens, TrainableTokens) else None
+
+
+def check_saved_rows(model: nn.Module, saved_rows: int | None, saved_ids: list[int] | None = None,
+                     where: str = "the state_dict") -> None:
+    """Raise ValueError unless saved trainable rows fit ``model``'s: saved_rows is k of the saved
+    (k, C) delta (None: nothing saved), saved_ids their ids when known (save_lora writes them)."""
+    model_ids = trainable_token_ids(model)
+    if saved_rows is None and model_ids is None:
+        return
+    named = f"token ids {saved_ids}" if saved_ids is not None else f"{saved_rows} token ids"
+    if model_ids is None:
+        raise ValueError(f"{where} holds trainable rows for {named}: call add_trainable_tokens(model, ids) with "
+                         "those ids before load_lora")
+    if saved_rows is None:
+        raise ValueError(f"the model has trainable rows for token ids {model_ids} but {where} holds none: load it "
+                         "into a model prepared without add_trainable_tokens")
+    if saved_ids is not None and sorted(saved_ids) != model_ids:
+        only_saved, only_model = sorted(set(saved_ids) - set(model_ids)), sorted(set(model_ids) - set(saved_ids))
+        raise ValueError(f"{where} holds trainable rows for token ids {sorted(saved_ids)}, the model for {model_ids} "
+                         f"(only saved: {only_saved}, only in the model: {only_model}): call add_trainable_tokens "
+                         "with the ids the adapters were trained with")
+    if saved_rows != len(model_ids):
+        raise ValueError(f"{where} holds trainable rows for {saved_rows} token ids, the model for {len(model_ids)} "
+                         f"({model_ids}): call add_trainable_tokens with the ids the adapters were trained with")
