@@ -5,6 +5,7 @@ import random
 from collections import Counter
 
 import pytest
+import torch
 
 from tfmlib.bpe import GPT2_PATTERN, ByteLevelBPE, gpt2_files, gpt2_tokenizer
 from tfmlib.tokenizers import BPETokenizer, story_text
@@ -164,3 +165,17 @@ def test_bad_training_input():
         ByteLevelBPE().train("", vocab_size=300)
     with pytest.raises(ValueError, match="min_frequency must be an int >= 1, got 0"):
         ByteLevelBPE().train("abab", vocab_size=300, min_frequency=0)
+
+
+@pytest.mark.parametrize("ids, error, match", [
+    ("hello", TypeError, r"ids must be a list of ints or a 1-D tensor of token ids, got a str 'hello'"),
+    (torch.zeros(2, 3, dtype=torch.long), ValueError, r"got shape \(2, 3\): decode each row"),
+    ([1.5], TypeError, "got an element of type float"),
+    (7, TypeError, "got int"),
+])
+def test_decode_wants_a_list_of_ints_or_a_1d_tensor(ids, error, match):
+    tok = ByteLevelBPE().train("abc abd abe " * 5, vocab_size=260)
+    assert tok.decode([97, 98]) == "ab"
+    assert tok.decode(torch.tensor([97, 98])) == tok.decode(list(torch.tensor([97, 98]))) == "ab"
+    with pytest.raises(error, match=match):
+        tok.decode(ids)

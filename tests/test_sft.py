@@ -191,3 +191,78 @@ def test_well_formed():
     assert well_formed(sort, "9" * len(sort.response), True)          # wrong but well formed
     assert not well_formed(sort, sort.response, False)                 # never stopped
     assert not well_formed(first, "12", True) and not well_formed(first, "a", True)
+
+
+# ----------------------------------------------------------------------------- helpful errors
+
+def _tiny_model(chat):
+    set_seed(0)
+    return GPT(GPTConfig.preset("cpu", vocab_size=chat.tokenizer.vocab_size, max_len=32)).eval()
+
+
+def test_generation_and_evaluation_want_lists(chat):
+    model, examples = _tiny_model(chat), instruction_data(3, seed=1)
+    with pytest.raises(TypeError, match=r"user_texts must be a list of str, got str 'Sort 3141': write \['Sort"):
+        generate_responses(model, chat, "Sort 3141")
+    with pytest.raises(TypeError, match=r"element of type Instruction: pass example.prompt"):
+        generate_responses(model, chat, examples)
+    with pytest.raises(ValueError, match="exceed the model's max_len=32"):
+        generate_responses(model, chat, ["Sort 3141"], max_new_tokens=40)
+    with pytest.raises(ValueError, match="exact_match: examples must be a non-empty list of Instruction, got an empty"):
+        exact_match(model, chat, [])
+    with pytest.raises(TypeError, match=r"exact_match: examples must be a list of Instruction\(kind, prompt, response\)"
+                                        r".* got an element of type str: 'Sort 3141'"):
+        exact_match(model, chat, ["Sort 3141"])
+    with pytest.raises(TypeError, match="wrap a single one in a list"):
+        exact_match(model, chat, examples[0])
+    with pytest.raises(ValueError, match="sft_batch: examples must be a non-empty list"):
+        sft_batch(chat, [])
+    with pytest.raises(TypeError, match="sft_batch: .* got an element of type tuple"):
+        sft_batch(chat, [("sort", "Sort 12", "12")])
+
+
+@pytest.mark.parametrize("ids, prompt_lens, error, match", [
+    ([[1, 2, 3]], torch.tensor([1]), TypeError, r"ids \(B, T\) must be a torch.Tensor, got list"),
+    (torch.tensor([1, 2, 3]), torch.tensor([1]), ValueError, r"ids \(B, T\) must have 2 dimensions, got shape \(3,\)"),
+    (torch.tensor([[1.0, 2.0]]), torch.tensor([1]), TypeError, r"ids \(B, T\) must be an integer tensor"),
+    (torch.tensor([[1, 2, 3]]), 1, TypeError, r"prompt_lens \(B,\) must be a torch.Tensor, got int"),
+    (torch.tensor([[1, 2, 3]]), [1], TypeError, r"prompt_lens \(B,\) must be a torch.Tensor, got list"),
+    (torch.tensor([[1, 2, 3]]), torch.tensor([1.0]), TypeError, r"prompt_lens \(B,\) must be an integer tensor"),
+    (torch.tensor([[1, 2, 3]]), torch.tensor([1, 2]), ValueError, r"expected shape \(1,\), got \(2,\)"),
+])
+def test_sft_labels_checks_its_tensors(ids, prompt_lens, error, match):
+    with pytest.raises(error, match=match):
+        sft_labels(ids, prompt_lens)
+
+
+def test_sft_targets_checks_its_tensors():
+    with pytest.raises(TypeError, match=r"ids \(B, T\) must be a torch.Tensor, got list"):
+        sft_targets([[1, 2]], torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"trained \(B, T\) must be a torch.Tensor, got list"):
+        sft_targets(torch.ones(1, 2, dtype=torch.long), [[True, True]])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=-1), r"n \(the number of instructions\) must be an int >= 0, got -1"),
+    (dict(n=2.5), r"must be an int >= 0, got 2.5"),
+    (dict(n="10"), r"must be an int >= 0, got '10'"),
+    (dict(n=3, kinds="sort"), r"got the str 'sort': write kinds=\['sort'\]"),
+])
+def test_instruction_data_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        instruction_data(**kwargs)
+    assert instruction_data(0) == []
+
+
+def test_template_errors_name_what_was_given(chat):
+    with pytest.raises(TypeError, match="ChatTemplate needs a tokenizer .* got str"):
+        ChatTemplate("gpt2")
+    with pytest.raises(ValueError, match=r"the last message to be the user's, got 'assistant' \(message 1\)"):
+        chat.encode([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+                    add_generation_prompt=True)
+    ids, _ = chat.encode([{"role": "user", "content": "Sort 12"}])
+    assert chat.decode(torch.tensor(ids)) == chat.decode(ids) == [{"role": "user", "content": "Sort 12"}]
+    with pytest.raises(TypeError, match=r"ChatTemplate.decode: ids must be a list of ints or a 1-D .* got a str"):
+        chat.decode(chat.render([{"role": "user", "content": "Sort 12"}]))
+    with pytest.raises(ValueError, match=r"ChatTemplate.decode: ids must be .* got shape \(1, \d+\): decode each row"):
+        chat.decode(torch.tensor([ids]))

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import operator
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import regex
 
 __all__ = ["ByteLevelBPE", "gpt2_tokenizer", "gpt2_files", "GPT2_PATTERN", "bytes_to_unicode",
-           "count_pairs", "merge_pair"]
+           "count_pairs", "merge_pair", "id_list"]
 
 # GPT-2's pre-tokenizer: the contractions 's 't 're 've 'm 'll 'd; a letter run with an optional
 # leading space; a number run; a punctuation run; then whitespace, where a run of spaces before a
@@ -293,19 +294,46 @@ class ByteLevelBPE:
         yield from self.encode(buffer, allowed_special, disallowed_special)
 
     def decode_bytes(self, ids) -> bytes:
-        ids = [int(i) for i in ids]
+        ids = id_list(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"ids must lie in [0, {self.vocab_size - 1}], got {bad[:5]}")
         return b"".join(self.pieces[i] for i in ids)
 
     def decode(self, ids) -> str:
-        """ids -> text; special tokens come back as their text, so encode/decode round-trip."""
+        """ids -> text; special tokens come back as their text, so encode/decode round-trip.
+
+        ids: a list of ints or a 1-D integer tensor (T,). Raises TypeError for a str or non-integer
+        ids, ValueError for a tensor that is not 1-D (decode each row) or ids outside the vocabulary."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def tokens(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[str]:
         """The pieces as strings (a piece that is part of a multi-byte character shows as '�')."""
         return [self.pieces[i].decode("utf-8", errors="replace") for i in self.encode(text, allowed_special)]
+
+
+def id_list(ids, where: str = "decode") -> list[int]:
+    """``ids`` (a list of ints, or a 1-D integer tensor / array (T,)) as a list of ints; a helpful
+    TypeError (a str, non-integer ids) or ValueError (a tensor that is not 1-D) otherwise."""
+    expected = f"{where}: ids must be a list of ints or a 1-D tensor of token ids"
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{expected}, got a {type(ids).__name__} {ids!r:.40} (text is what decode returns)")
+    if hasattr(ids, "ndim") and hasattr(ids, "tolist"):
+        if ids.ndim != 1:
+            raise ValueError(f"{expected}, got shape {tuple(ids.shape)}"
+                             + (": decode each row" if ids.ndim == 2 else ""))
+        ids = ids.tolist()
+    if not isinstance(ids, Iterable):
+        raise TypeError(f"{expected}, got {type(ids).__name__}")
+    out = []
+    for i in ids:
+        try:
+            out.append(operator.index(i) if not isinstance(i, bool) else None)
+        except TypeError:
+            out.append(None)
+        if out[-1] is None:
+            raise TypeError(f"{expected}, got an element of type {type(i).__name__}: {i!r:.40}") from None
+    return out
 
 
 def gpt2_files() -> tuple[Path, Path]:

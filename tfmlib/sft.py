@@ -28,6 +28,9 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from .bpe import id_list
+from .utils import check_tensor
+
 __all__ = ["CHAT_SPECIAL_TOKENS", "IGNORE_INDEX", "ChatTemplate", "sft_targets", "sft_labels",
            "Instruction", "INSTRUCTION_KINDS", "DEFAULT_KINDS", "instruction_data", "instruction_splits", "sft_batch",
            "exact_match", "generate_responses", "generate_response", "well_formed"]
@@ -42,10 +45,14 @@ class ChatTemplate:
 
     ``tokenizer`` needs ``encode_ordinary``, ``decode`` and the special tokens of
     CHAT_SPECIAL_TOKENS (a tfmlib.bpe.ByteLevelBPE trained with them); <|endoftext|> pads.
-    Raises ValueError naming what is missing or malformed.
+    Raises TypeError for something that is not a tokenizer, ValueError naming what is missing or malformed.
     """
 
     def __init__(self, tokenizer):
+        if not all(hasattr(tokenizer, a) for a in ("encode_ordinary", "decode", "special_tokens")):
+            raise TypeError("ChatTemplate needs a tokenizer with encode_ordinary, decode and special_tokens (a "
+                            "tfmlib.bpe.ByteLevelBPE trained with special_tokens=CHAT_SPECIAL_TOKENS), got "
+                            f"{type(tokenizer).__name__}")
         specials = getattr(tokenizer, "special_tokens", {})
         missing = [s for s in CHAT_SPECIAL_TOKENS if s not in specials]
         if missing:
@@ -79,7 +86,8 @@ class ChatTemplate:
         """
         self._check_messages(messages)
         if add_generation_prompt and messages[-1]["role"] != "user":
-            raise ValueError("add_generation_prompt=True needs the last message to be the user's")
+            raise ValueError("add_generation_prompt=True needs the last message to be the user's, got "
+                             f"{messages[-1]['role']!r} (message {len(messages) - 1})")
         ids, trained = [], []
         for message in messages:
             content = self.tokenizer.encode_ordinary(message["content"])   # specials in text stay text
@@ -100,9 +108,10 @@ class ChatTemplate:
         return self.tokenizer.decode(self.encode(messages, add_generation_prompt)[0])
 
     def decode(self, ids: Sequence[int]) -> list[dict]:
-        """Messages back from ids (the inverse of ``encode``); an unfinished last turn is kept as is."""
+        """Messages back from ids (a list of ints or a 1-D tensor; the inverse of ``encode``); an unfinished
+        last turn is kept as is. Raises TypeError / ValueError for other ids or ids that are no conversation."""
         messages, role, content = [], None, []
-        for i in [int(i) for i in ids]:
+        for i in id_list(ids, "ChatTemplate.decode"):
             if i in (self.user_id, self.assistant_id):
                 if role is not None:
                     raise ValueError("a role token inside an unfinished turn: the ids are not a conversation")
@@ -129,7 +138,10 @@ def sft_targets(ids: torch.Tensor, trained: torch.Tensor,
 
     ``targets[b, t] = ids[b, t + 1]`` where token t + 1 is trained (a response token), else
     ignore_index: position t predicts the next token, and only responses count in the loss.
+    Raises TypeError / ValueError for other types, dtypes or shapes.
     """
+    check_tensor(ids, "ids (B, T)", ndim=2, dtype_kind="int")
+    check_tensor(trained, "trained (B, T)")
     if ids.ndim != 2 or trained.shape != ids.shape or trained.dtype != torch.bool:
         raise ValueError(f"ids (B, T) and a bool mask trained (B, T) of the same shape are expected, got "
                          f"{tuple(ids.shape)} and {tuple(trained.shape)} {trained.dtype}")
@@ -142,13 +154,33 @@ def sft_labels(ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int = 0,
     """One turn: ids (B, T) = prompt + response + padding, prompt_lens (B,) -> inputs, targets (B, T-1).
 
     Token t + 1 is trained when it is past the prompt (t + 1 >= prompt_len) and not padding.
+    Raises TypeError when ids or prompt_lens is not an integer tensor (a python int or list),
+    ValueError when ids is not (B, T) or prompt_lens not (B,).
     """
+    check_tensor(ids, "ids (B, T)", ndim=2, dtype_kind="int")
+    check_tensor(prompt_lens, "prompt_lens (B,)", ndim=1, dtype_kind="int")
+    if len(prompt_lens) != len(ids):
+        raise ValueError(f"prompt_lens must hold one length per row of ids: expected shape ({len(ids)},), got "
+                         f"{tuple(prompt_lens.shape)}")
     position = torch.arange(ids.shape[1], device=ids.device)[None, :]  # (1, T)
     trained = (position >= prompt_lens[:, None]) & (ids != pad_id)  # (B, T)
     return sft_targets(ids, trained, ignore_index)
 
 
 # --------------------------------------------------------------------------- instruction data
+
+def _check_examples(examples, where: str) -> None:
+    """A non-empty list of Instruction, or a TypeError / ValueError naming what was given."""
+    if isinstance(examples, (str, Instruction)) or not isinstance(examples, Sequence):
+        raise TypeError(f"{where}: examples must be a list of Instruction, got {type(examples).__name__}"
+                        + (": wrap a single one in a list" if isinstance(examples, Instruction) else ""))
+    if not examples:
+        raise ValueError(f"{where}: examples must be a non-empty list of Instruction, got an empty one")
+    odd = next((e for e in examples if not isinstance(e, Instruction)), None)
+    if odd is not None:
+        raise TypeError(f"{where}: examples must be a list of Instruction(kind, prompt, response) (see "
+                        f"instruction_data), got an element of type {type(odd).__name__}: {odd!r:.60}")
+
 
 class Instruction(NamedTuple):
     kind: str
@@ -175,7 +207,13 @@ def instruction_data(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_KINDS
 
     Each response is exact (one right answer). kinds: names from INSTRUCTION_KINDS; lengths: the
     smallest and largest number of digits (4 and 4 by default: 60,000 different prompts).
+    Raises ValueError when n is not an int >= 0, kinds is a single str or holds unknown names, or
+    lengths is not (smallest, largest) with 2 <= smallest <= largest.
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n (the number of instructions) must be an int >= 0, got {n!r}")
+    if isinstance(kinds, str):
+        raise ValueError(f"kinds must be a list of names, got the str {kinds!r}: write kinds=[{kinds!r}]")
     kinds = list(kinds)
     unknown = [k for k in kinds if k not in INSTRUCTION_KINDS]
     if unknown or not kinds:
@@ -210,8 +248,10 @@ def sft_batch(template: ChatTemplate, examples: Sequence[Instruction], mask_prom
     """Padded (inputs (B, T-1), targets (B, T-1)) for single-turn examples.
 
     mask_prompt=False trains on every real token (the prompt too): the ablation without the loss
-    mask. Padding (<|endoftext|>) is never a target.
+    mask. Padding (<|endoftext|>) is never a target. Raises TypeError unless examples is a list of
+    Instruction, ValueError when it is empty.
     """
+    _check_examples(examples, "sft_batch")
     rows = [template.encode([{"role": "user", "content": e.prompt},
                              {"role": "assistant", "content": e.response}]) for e in examples]
     T = max(len(ids) for ids, _ in rows)
@@ -231,7 +271,9 @@ def exact_match(model, template: ChatTemplate, examples: Sequence[Instruction],
 
     Computed with ONE teacher-forced pass: greedy decoding writes the reference response (and its
     <|end|>) if and only if the argmax is right at every response position, given the right prefix.
+    Raises TypeError unless examples is a list of Instruction, ValueError when it is empty.
     """
+    _check_examples(examples, "exact_match")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -255,8 +297,18 @@ def generate_responses(model, template: ChatTemplate, user_texts: Sequence[str],
     """Greedy answers to user messages: [(reply text, stopped at <|end|>)], in order.
 
     Prompts with the same number of tokens run as one batch; a reply ends at its first <|end|>
-    (or after max_new_tokens, then stopped is False).
+    (or after max_new_tokens, then stopped is False). Raises TypeError unless user_texts is a list
+    of str (a single str: wrap it in a list, or use generate_response), ValueError when a prompt plus
+    max_new_tokens exceeds the model's max_len.
     """
+    if isinstance(user_texts, str) or not isinstance(user_texts, Sequence):
+        raise TypeError(f"user_texts must be a list of str, got {type(user_texts).__name__} {user_texts!r:.40}"
+                        + (f": write [{user_texts!r:.40}] or use generate_response" if isinstance(user_texts, str)
+                           else ""))
+    odd = next((t for t in user_texts if not isinstance(t, str)), None)
+    if odd is not None:
+        raise TypeError(f"user_texts must be a list of str, got an element of type {type(odd).__name__}"
+                        + (": pass example.prompt" if isinstance(odd, Instruction) else ""))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
