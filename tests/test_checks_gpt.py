@@ -238,3 +238,27 @@ def test_sft_labels_reference_and_stub():
 ])
 def test_sft_labels_wrong(wrong, hint):
     assert_fails(ck.check_sft_labels(wrong), hint)
+
+
+def sft_pad_zero(ids, prompt_lens, pad_id=0):  # hard-codes 0 as the padding id
+    inputs, targets = ids[:, :-1], ids[:, 1:].clone()
+    for b, n in enumerate(prompt_lens.tolist()):
+        targets[b, :n - 1] = -100
+    targets[targets == 0] = -100
+    return inputs, targets
+
+
+def sft_float_targets(ids, prompt_lens, pad_id=0):  # right values, float dtype: F.cross_entropy would fail
+    inputs, targets = sft_good(ids, prompt_lens, pad_id)
+    return inputs, targets.float()
+
+
+@pytest.mark.parametrize("wrong, hint, message", [
+    (sft_pad_zero, ck.HINT_PAD_ID, "pad_id=2"),
+    (sft_float_targets, ck.HINT_TARGETS_DTYPE, "dtype torch.float32, expected torch.long"),
+])
+def test_sft_labels_pad_id_and_dtype(wrong, hint, message):
+    result = ck.check_sft_labels(wrong)
+    assert_fails(result, hint)
+    assert message in result.message
+    assert "use the pad_id argument, not 0" in ck.HINT_PAD_ID

@@ -21,7 +21,8 @@ __all__ = ["check_top_k_filter", "check_top_p_filter", "check_sampling_probs", "
            "HINT_P_EXCLUDES_CROSSING", "HINT_P_KEEPS_ONE_MORE", "HINT_P_UNSORTED", "HINT_P_ASCENDING",
            "HINT_P_LOGITS", "HINT_FILTER_BEFORE_TEMPERATURE", "HINT_TEMPERATURE_MULTIPLY",
            "HINT_NOT_RENORMALISED", "HINT_GREEDY",
-           "HINT_MASKED_RESPONSE", "HINT_OFF_BY_ONE", "HINT_NO_SHIFT", "HINT_PADDING", "HINT_ZERO_NOT_IGNORE"]
+           "HINT_MASKED_RESPONSE", "HINT_OFF_BY_ONE", "HINT_NO_SHIFT", "HINT_PADDING", "HINT_ZERO_NOT_IGNORE",
+           "HINT_PAD_ID", "HINT_TARGETS_DTYPE"]
 
 IGNORE_INDEX = -100
 NEG_INF = float("-inf")
@@ -50,6 +51,10 @@ HINT_OFF_BY_ONE = ("off by one: targets[t] is ids[t + 1], so the first response 
                    "prompt_len - 1 (it is predicted from the last prompt token).")
 HINT_NO_SHIFT = "inputs are ids[:, :-1] and targets ids[:, 1:]: each position predicts the NEXT token."
 HINT_PADDING = "padding targets must be ignored too (pad_id -> ignore_index)."
+HINT_PAD_ID = ("use the pad_id argument, not 0: padding is whatever id pad_id says (here 2), and 0 may be a real "
+               "token that must stay a target.")
+HINT_TARGETS_DTYPE = ("targets must be an integer (torch.long) tensor of class indices, as F.cross_entropy wants: "
+                      "start from ids[:, 1:] (long) and masked_fill it, rather than building floats.")
 HINT_ZERO_NOT_IGNORE = f"ignored targets are marked with ignore_index={IGNORE_INDEX}, not 0 (0 is a real token id)."
 
 
@@ -183,24 +188,30 @@ def check_sampling_probs(fn):
 # ---------------------------------------------------------------- SFT labels
 
 def _sft_cases():
+    """(what, ids (B, T), prompt_lens (B,), pad_id)."""
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, 20, (3, 9), generator=g)
     ids[1, 7:] = 0                                                  # row 1 is padded
-    return [("a batch of 3 (one padded row)", ids, torch.tensor([3, 2, 5])),
-            ("a batch of one", torch.randint(3, 20, (1, 6), generator=g), torch.tensor([4])),
-            ("a one-token prompt", torch.randint(3, 20, (2, 5), generator=g), torch.tensor([1, 1]))]
+    other_pad = torch.randint(3, 20, (2, 8), generator=g)
+    other_pad[0, 6:] = 2                                            # padded with pad_id = 2 ...
+    other_pad[1, 5] = 0                                             # ... and 0 is a real response token
+    return [("a batch of 3 (one padded row)", ids, torch.tensor([3, 2, 5]), 0),
+            ("a batch of one", torch.randint(3, 20, (1, 6), generator=g), torch.tensor([4]), 0),
+            ("a one-token prompt", torch.randint(3, 20, (2, 5), generator=g), torch.tensor([1, 1]), 0),
+            ("a batch padded with pad_id=2 (0 is a real token there)", other_pad, torch.tensor([3, 4]), 2)]
 
 
 @check("sft_labels")
 def check_sft_labels(fn):
-    """fn(ids (B, T), prompt_lens (B,), pad_id=0) -> (inputs (B, T-1), targets (B, T-1))."""
+    """fn(ids (B, T), prompt_lens (B,), pad_id=0) -> (inputs (B, T-1), targets (B, T-1) long), with
+    pad_id 0 and 2; targets must be torch.long (F.cross_entropy's class indices)."""
     n = 0
-    for what, ids, prompt_lens in _sft_cases():
-        out = call(fn, ids.clone(), prompt_lens.clone(), pad_id=0)
+    for what, ids, prompt_lens, pad_id in _sft_cases():
+        out = call(fn, ids.clone(), prompt_lens.clone(), pad_id=pad_id)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise CheckFailed(f"sft_labels on {what}: expected a tuple (inputs, targets), got {type(out).__name__}")
         inputs, targets = out
-        exp_inputs, exp_targets = sft_labels_reference(ids, prompt_lens)
+        exp_inputs, exp_targets = sft_labels_reference(ids, prompt_lens, pad_id=pad_id)
         expect_tensor(targets, "targets")
         if targets.shape == ids.shape:
             raise CheckFailed(f"sft_labels on {what}: targets have shape {tuple(targets.shape)}, expected "
@@ -209,8 +220,9 @@ def check_sft_labels(fn):
         shifted = ids[:, 1:]
         position = torch.arange(1, ids.shape[1])[None, :]
         in_prompt = position < prompt_lens[:, None]
-        pad = shifted == 0
-        wrong = {HINT_MASKED_RESPONSE: shifted.masked_fill(~in_prompt | pad, IGNORE_INDEX),
+        pad = shifted == pad_id
+        wrong = {HINT_PAD_ID: shifted.masked_fill(in_prompt | (shifted == 0), IGNORE_INDEX)} if pad_id != 0 else {}
+        wrong |= {HINT_MASKED_RESPONSE: shifted.masked_fill(~in_prompt | pad, IGNORE_INDEX),
                  HINT_OFF_BY_ONE: shifted.masked_fill((position - 1 < prompt_lens[:, None]) | pad, IGNORE_INDEX),
                  HINT_PADDING: shifted.masked_fill(in_prompt, IGNORE_INDEX),
                  HINT_ZERO_NOT_IGNORE: shifted.masked_fill(in_prompt | pad, 0)}
@@ -218,9 +230,12 @@ def check_sft_labels(fn):
             (position + 1 < prompt_lens[:, None]) | pad, IGNORE_INDEX)
         expect_close(targets.float(), exp_targets.float(), f"targets on {what}",
                      mistakes={h: w.float() for h, w in wrong.items()})
+        if targets.dtype != torch.long:
+            raise CheckFailed(f"sft_labels on {what}: targets have dtype {targets.dtype}, expected torch.long (the "
+                              "dtype of ids)", HINT_TARGETS_DTYPE)
         n += 1
     # the point of the masks: the loss is the mean over response tokens only
-    ids, prompt_lens = _sft_cases()[0][1:]
+    ids, prompt_lens = _sft_cases()[0][1:3]
     inputs, targets = call(fn, ids.clone(), prompt_lens.clone(), pad_id=0)
     logits = torch.randn(*targets.shape, 20)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=IGNORE_INDEX)
