@@ -63,3 +63,35 @@ def test_stub_and_crash():
         return [tokenizer.special_tokens["<|system|>"]]
     result = ck.check_chat_ids(crashes)
     assert result.status == "failed" and "KeyError" in result.message
+
+
+def _names_as_text(end=False, role=False):
+    """Encodes the special tokens' NAMES as ordinary text: the ids decode to the same text."""
+    def chat(messages, tokenizer):
+        sp, ids = tokenizer.special_tokens, []
+        for m in messages:
+            name = f"<|{m['role']}|>"
+            ids += tokenizer.encode_ordinary(name) if role else [sp[name]]
+            ids += tokenizer.encode_ordinary(m["content"])
+            ids += tokenizer.encode_ordinary("<|end|>") if end else [sp["<|end|>"]]
+        return ids
+    return chat
+
+
+@pytest.mark.parametrize("end, role, hint", [
+    (True, False, "<|end|> is ONE id: tokenizer.special_tokens['<|end|>'], not the text '<|end|>' encoded"),
+    (False, True, ck.HINT_ROLE_AS_TEXT), (True, True, ck.HINT_ROLE_AS_TEXT),
+])
+def test_special_token_names_encoded_as_text(end, role, hint):
+    result = ck.check_chat_ids(_names_as_text(end=end, role=role))
+    assert_fails(result, hint)
+    assert "decode to the same text" in result.message
+
+
+def test_failure_shows_the_ids_around_the_first_difference():
+    result = ck.check_chat_ids(_variant(no_end=True))
+    tok = ck._tokenizer()
+    end = tok.special_tokens["<|end|>"]
+    assert "expected ids [" in result.message and ", given [" in result.message
+    expected_part = result.message.split("expected ids ")[1].split(", given")[0]
+    assert str(end) in expected_part
