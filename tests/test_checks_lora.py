@@ -113,3 +113,18 @@ def test_a_layer_that_freezes_its_adapters_or_rebuilds_the_base_fails():
     assert_fails(ck.check_lora_linear(NewBase), ck.HINT_KEEP_BASE)
     assert_fails(ck.check_lora_linear(lambda base, r, alpha: None), ck.HINT_NOT_MODULE)
 
+
+
+class LoRAIntegerDivision(LoRAGood):
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.scaling = alpha // r                                          # 1.5 // 3 = 0.0: the update vanishes
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (_forward(lambda self, x: x @ self.base.weight.T + (x @ self.lora_A.T @ self.lora_B.T) * self.scaling),
+     "call self.base(x): it adds the bias"),
+    (LoRAIntegerDivision, ck.HINT_INTEGER_DIVISION),
+])
+def test_dropped_bias_and_integer_division_get_their_hint(wrong, hint):
+    assert_fails(ck.check_lora_linear(wrong), hint)

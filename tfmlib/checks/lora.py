@@ -23,7 +23,8 @@ from .core import CheckFailed, call, check, expect_close, expect_shape, grad_of
 __all__ = ["check_lora_linear", "lora_reference",
            "HINT_B_ZERO", "HINT_A_ZERO", "HINT_AB_SWAPPED", "HINT_SHAPES", "HINT_NOT_PARAMETER",
            "HINT_BASE_TRAINABLE", "HINT_ADAPTER_FROZEN", "HINT_KEEP_BASE", "HINT_NO_BASE",
-           "HINT_SCALE_ALPHA", "HINT_SCALE_INVERTED", "HINT_NO_SCALE", "HINT_NOT_MODULE"]
+           "HINT_SCALE_ALPHA", "HINT_SCALE_INVERTED", "HINT_NO_SCALE", "HINT_NOT_MODULE",
+           "HINT_NO_BIAS", "HINT_INTEGER_DIVISION"]
 
 HINT_B_ZERO = ("B must start at zero so the model starts equal to the base: "
                "self.lora_B = nn.Parameter(torch.zeros(out_features, r)); A is the random one.")
@@ -42,6 +43,10 @@ HINT_KEEP_BASE = ("keep the base layer you are given as it is (self.base = base)
                   "weights; at initialisation the output must equal base(x).")
 HINT_NO_BASE = ("the output is the base layer's output PLUS the low-rank update: base(x) + x @ A^T @ B^T * alpha / r "
                 "(yours is missing base(x)).")
+HINT_NO_BIAS = ("call self.base(x): it adds the bias. x @ base.weight.T (or F.linear(x, base.weight)) drops "
+                "base.bias.")
+HINT_INTEGER_DIVISION = ("scale by alpha / r (true division): alpha // r is integer division and rounds down "
+                         "(1.5 // 3 = 0.0, so the update vanishes).")
 HINT_SCALE_ALPHA = "scale the update by alpha / r, not by alpha alone."
 HINT_SCALE_INVERTED = "scale the update by alpha / r, not by r / alpha."
 HINT_NO_SCALE = "scale the low-rank update by alpha / r (yours adds it unscaled)."
@@ -113,7 +118,8 @@ def check_lora_linear(cls):
         expect_shape(out, (*shape[:-1], out_f), f"{what} on {description}")
         with torch.no_grad():
             at_init = base(x)
-            mistakes = [(HINT_NO_BASE, torch.zeros_like(at_init)),
+            mistakes = [(HINT_NO_BIAS, F.linear(x, base.weight))] if bias else []   # x @ W^T: no bias
+            mistakes += [(HINT_NO_BASE, torch.zeros_like(at_init)),
                         (HINT_NO_BASE, at_init - F.linear(x, base.weight))]  # the bias alone
         expect_close(out, at_init, f"output at initialisation (B = 0) on {description}: must equal base(x)",
                      mistakes=mistakes, hint=HINT_KEEP_BASE)
@@ -125,7 +131,9 @@ def check_lora_linear(cls):
             b = base.bias
             expected = lora_reference(x, base, A, B, alpha / r)
             update = F.linear(x, B @ A)
-            mistakes = [(HINT_SCALE_ALPHA, base(x) + update * alpha),
+            mistakes = [(HINT_NO_BIAS, F.linear(x, base.weight) + update * (alpha / r)),
+                        (HINT_INTEGER_DIVISION, base(x) + update * (alpha // r)),
+                        (HINT_SCALE_ALPHA, base(x) + update * alpha),
                         (HINT_SCALE_INVERTED, base(x) + update * (r / alpha)),
                         (HINT_NO_SCALE, base(x) + update),
                         (HINT_NO_BASE, update * (alpha / r)),
