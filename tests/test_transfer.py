@@ -199,3 +199,19 @@ def test_few_shot_curve_errors():
         few_shot_curve(lambda idx, seed: {}, labels, counts=[])
     with pytest.raises(TypeError, match="run must return a dict"):
         few_shot_curve(lambda idx, seed: 0.5, labels, counts=[1])
+
+
+def test_accuracy_and_few_shot_curve_name_bad_input():
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="accuracy of no examples"):
+        accuracy(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"counts must be a list of ints, got int 4: write counts=\[4\]"):
+        few_shot_curve(lambda idx, seed: {"a": 1.0}, labels, counts=4)
+    with pytest.raises(TypeError, match=r"seeds must be a list of ints, got int 0: write seeds=\[0\]"):
+        few_shot_curve(lambda idx, seed: {"a": 1.0}, labels, counts=[1], seeds=0)
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor, got list"):
+        few_shot_curve(lambda idx, seed: {"a": 1.0}, [0, 0, 1, 1], counts=[1])
+    with pytest.raises(TypeError, match=r"one number per name, got 'a': shape \(2, 2\)"):
+        few_shot_curve(lambda idx, seed: {"a": torch.zeros(2, 2)}, labels, counts=[1])
+    curve = few_shot_curve(lambda idx, seed: {"a": torch.tensor(0.5), "b": 1}, labels, counts=[1, 2])
+    assert curve["a"].tolist() == [[0.5], [0.5]] and curve["b"].tolist() == [[1.0], [1.0]]

@@ -18,6 +18,7 @@ Shape legend: N examples, T tokens, C feature size (d_model), K classes.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
 import torch
@@ -56,11 +57,16 @@ def balanced_subset(labels: torch.Tensor, n_per_class: int, seed: int = 0) -> to
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of rows whose largest logit is the label: logits (N, K), labels (N,)."""
+    """Share of rows whose largest logit is the label: logits (N, K), labels (N,).
+
+    Raises TypeError when logits is not a float tensor or labels not an integer tensor, ValueError
+    when logits is not 2-D, labels not 1-D, their N differ, or N = 0 (no accuracy to measure)."""
     check_tensor(logits, "logits", ndim=2, dtype_kind="float")
     check_tensor(labels, "labels", ndim=1, dtype_kind="int")
     if len(logits) != len(labels):
         raise ValueError(f"logits has {len(logits)} rows but labels {len(labels)}")
+    if len(labels) == 0:
+        raise ValueError("accuracy of no examples: logits (0, K) and labels (0,) are empty")
     return (logits.argmax(-1) == labels.to(logits.device)).float().mean().item()
 
 
@@ -139,7 +145,17 @@ def few_shot_curve(run: Callable[[torch.Tensor, int], dict], labels: torch.Tenso
                    seeds: Sequence[int] = (0,)) -> dict[str, torch.Tensor]:
     """Call ``run(indices, seed)`` for each count and seed, with ``indices`` = balanced_subset(labels,
     count, seed); ``run`` trains on those examples and returns {name: accuracy}. Returns
-    {name: tensor (len(counts), len(seeds))} of the accuracies."""
+    {name: tensor (len(counts), len(seeds))} of the accuracies.
+
+    Raises TypeError when labels is not a 1-D integer tensor, counts or seeds is not a list of ints
+    (a lone int: write [4]), run does not return a dict, or an accuracy is not a single number;
+    ValueError when counts or seeds is empty, labels is not 1-D, or a class has fewer examples than
+    a count (balanced_subset)."""
+    check_tensor(labels, "labels", ndim=1, dtype_kind="int")
+    for name, values in (("counts", counts), ("seeds", seeds)):
+        if isinstance(values, (int, str)) or not isinstance(values, Sequence):
+            raise TypeError(f"{name} must be a list of ints, got {type(values).__name__} {values!r:.30}"
+                            + (f": write {name}=[{values}]" if isinstance(values, int) else ""))
     if not counts or not seeds:
         raise ValueError("few_shot_curve needs at least one count and one seed")
     results: dict[str, torch.Tensor] = {}
@@ -149,5 +165,9 @@ def few_shot_curve(run: Callable[[torch.Tensor, int], dict], labels: torch.Tenso
             if not isinstance(scores, dict):
                 raise TypeError(f"run must return a dict {{name: accuracy}}, got {type(scores).__name__}")
             for name, value in scores.items():
+                if not (isinstance(value, numbers.Real) or isinstance(value, torch.Tensor) and value.numel() == 1):
+                    given = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise TypeError(f"run must return one number per name, got {name!r}: {given} (accuracy(logits, "
+                                    "labels) returns one float)")
                 results.setdefault(name, torch.full((len(counts), len(seeds)), float("nan")))[i, j] = float(value)
     return results
