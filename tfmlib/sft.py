@@ -169,17 +169,20 @@ def sft_labels(ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int = 0,
 
 # --------------------------------------------------------------------------- instruction data
 
-def _check_examples(examples, where: str) -> None:
-    """A non-empty list of Instruction, or a TypeError / ValueError naming what was given."""
-    if isinstance(examples, (str, Instruction)) or not isinstance(examples, Sequence):
-        raise TypeError(f"{where}: examples must be a list of Instruction, got {type(examples).__name__}"
-                        + (": wrap a single one in a list" if isinstance(examples, Instruction) else ""))
-    if not examples:
-        raise ValueError(f"{where}: examples must be a non-empty list of Instruction, got an empty one")
-    odd = next((e for e in examples if not isinstance(e, Instruction)), None)
+def _check_list(items, item_type: type, where: str, name: str, empty_ok: bool = False) -> None:
+    """``items`` must be a (non-empty) list of ``item_type``: a TypeError / ValueError names what was given."""
+    expected = f"{where}: {name} must be a {'' if empty_ok else 'non-empty '}list of " + (
+        "Instruction(kind, prompt, response) (see instruction_data)" if item_type is Instruction else "str")
+    if isinstance(items, (str, Instruction)) or not isinstance(items, Sequence):
+        fix = {str: f": write [{items!r:.40}] or use generate_response", Instruction: ": wrap a single one in a "
+               "list, [example]"}[item_type] if isinstance(items, item_type) else ""
+        raise TypeError(f"{expected}, got {type(items).__name__} {items!r:.40}{fix}")
+    if not items and not empty_ok:
+        raise ValueError(f"{expected}, got an empty one")
+    odd = next((e for e in items if not isinstance(e, item_type)), None)
     if odd is not None:
-        raise TypeError(f"{where}: examples must be a list of Instruction(kind, prompt, response) (see "
-                        f"instruction_data), got an element of type {type(odd).__name__}: {odd!r:.60}")
+        raise TypeError(f"{expected}, got an element of type {type(odd).__name__}: {odd!r:.60}"
+                        + (" (pass example.prompt)" if isinstance(odd, Instruction) else ""))
 
 
 class Instruction(NamedTuple):
@@ -251,7 +254,7 @@ def sft_batch(template: ChatTemplate, examples: Sequence[Instruction], mask_prom
     mask. Padding (<|endoftext|>) is never a target. Raises TypeError unless examples is a list of
     Instruction, ValueError when it is empty.
     """
-    _check_examples(examples, "sft_batch")
+    _check_list(examples, Instruction, "sft_batch", "examples")
     rows = [template.encode([{"role": "user", "content": e.prompt},
                              {"role": "assistant", "content": e.response}]) for e in examples]
     T = max(len(ids) for ids, _ in rows)
@@ -273,7 +276,7 @@ def exact_match(model, template: ChatTemplate, examples: Sequence[Instruction],
     <|end|>) if and only if the argmax is right at every response position, given the right prefix.
     Raises TypeError unless examples is a list of Instruction, ValueError when it is empty.
     """
-    _check_examples(examples, "exact_match")
+    _check_list(examples, Instruction, "exact_match", "examples")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -301,14 +304,7 @@ def generate_responses(model, template: ChatTemplate, user_texts: Sequence[str],
     of str (a single str: wrap it in a list, or use generate_response), ValueError when a prompt plus
     max_new_tokens exceeds the model's max_len.
     """
-    if isinstance(user_texts, str) or not isinstance(user_texts, Sequence):
-        raise TypeError(f"user_texts must be a list of str, got {type(user_texts).__name__} {user_texts!r:.40}"
-                        + (f": write [{user_texts!r:.40}] or use generate_response" if isinstance(user_texts, str)
-                           else ""))
-    odd = next((t for t in user_texts if not isinstance(t, str)), None)
-    if odd is not None:
-        raise TypeError(f"user_texts must be a list of str, got an element of type {type(odd).__name__}"
-                        + (": pass example.prompt" if isinstance(odd, Instruction) else ""))
+    _check_list(user_texts, str, "generate_responses", "user_texts", empty_ok=True)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
