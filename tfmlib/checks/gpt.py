@@ -192,13 +192,13 @@ def _sft_cases():
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, 20, (3, 9), generator=g)
     ids[1, 7:] = 0                                                  # row 1 is padded
-    other_pad = torch.randint(3, 20, (2, 8), generator=g)
-    other_pad[0, 6:] = 2                                            # padded with pad_id = 2 ...
-    other_pad[1, 5] = 0                                             # ... and 0 is a real response token
+    short_prompt = torch.randint(3, 20, (2, 7), generator=g)
+    short_prompt[0, 5:] = 2                                         # padded with pad_id = 2 ...
+    short_prompt[1, 4] = 0                                          # ... and 0 is a real response token
     return [("a batch of 3 (one padded row)", ids, torch.tensor([3, 2, 5]), 0),
             ("a batch of one", torch.randint(3, 20, (1, 6), generator=g), torch.tensor([4]), 0),
-            ("a one-token prompt", torch.randint(3, 20, (2, 5), generator=g), torch.tensor([1, 1]), 0),
-            ("a batch padded with pad_id=2 (0 is a real token there)", other_pad, torch.tensor([3, 4]), 2)]
+            ("a one-token prompt, padded with pad_id=2 (0 is a real token there)", short_prompt,
+             torch.tensor([1, 1]), 2)]
 
 
 @check("sft_labels")
