@@ -1,4 +1,4 @@
-"""tfmlib.sft: the chat template, SFT targets (hand-made examples), instruction data, exact match."""
+"""tfmlib.sft: the chat template, SFT targets (hand-made examples), exact match; tfmlib.tasks' instruction data."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from tfmlib import GPT, GPTConfig, set_seed
 from tfmlib.bpe import ByteLevelBPE
 from tfmlib.checks.gpt import sft_labels_reference
-from tfmlib.sft import (CHAT_SPECIAL_TOKENS, DEFAULT_KINDS, IGNORE_INDEX, INSTRUCTION_KINDS, ChatTemplate, exact_match,
-                        generate_response, generate_responses, instruction_data, well_formed, instruction_splits, sft_batch, sft_labels,
-                        sft_targets)
+from tfmlib.sft import (CHAT_SPECIAL_TOKENS, IGNORE_INDEX, ChatTemplate, exact_match, generate_response,
+                        generate_responses, sft_batch, sft_labels, sft_targets, well_formed)
+from tfmlib.tasks import DEFAULT_KINDS, INSTRUCTION_KINDS, instruction_data, instruction_splits
 
 X = IGNORE_INDEX
 

@@ -22,17 +22,16 @@ feedback" (InstructGPT: SFT as the first step); chat templates as in Hugging Fac
 """
 from __future__ import annotations
 
-import random
 from collections import defaultdict
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 
 from .bpe import id_list
+from .tasks import Instruction
 from .utils import check_tensor
 
-__all__ = ["CHAT_SPECIAL_TOKENS", "IGNORE_INDEX", "ChatTemplate", "sft_targets", "sft_labels",
-           "Instruction", "INSTRUCTION_KINDS", "DEFAULT_KINDS", "instruction_data", "instruction_splits", "sft_batch",
+__all__ = ["CHAT_SPECIAL_TOKENS", "IGNORE_INDEX", "ChatTemplate", "sft_targets", "sft_labels", "sft_batch",
            "exact_match", "generate_responses", "generate_response", "well_formed"]
 
 CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -167,7 +166,7 @@ def sft_labels(ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int = 0,
     return sft_targets(ids, trained, ignore_index)
 
 
-# --------------------------------------------------------------------------- instruction data
+# --------------------------------------------------------------------------- batches and scores (the data: tfmlib.tasks)
 
 def _check_list(items, item_type: type, where: str, name: str, empty_ok: bool = False) -> None:
     """``items`` must be a (non-empty) list of ``item_type``: a TypeError / ValueError names what was given."""
@@ -183,67 +182,6 @@ def _check_list(items, item_type: type, where: str, name: str, empty_ok: bool = 
     if odd is not None:
         raise TypeError(f"{expected}, got an element of type {type(odd).__name__}: {odd!r:.60}"
                         + (" (pass example.prompt)" if isinstance(odd, Instruction) else ""))
-
-
-class Instruction(NamedTuple):
-    kind: str
-    prompt: str
-    response: str
-
-
-# kind -> (instruction words, the exact answer for a digit string d)
-INSTRUCTION_KINDS = {
-    "first": ("First digit of", lambda d: d[0]),
-    "second": ("Second digit of", lambda d: d[1]),
-    "last": ("Last digit of", lambda d: d[-1]),
-    "largest": ("Largest digit of", max),
-    "smallest": ("Smallest digit of", min),
-    "count": ("How many digits in", lambda d: str(len(d))),
-    "sort": ("Sort", lambda d: "".join(sorted(d))),
-}
-DEFAULT_KINDS = ("first", "second", "last", "largest", "smallest", "sort")  # "count" needs varied lengths
-
-
-def instruction_data(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_KINDS,
-                     lengths: tuple[int, int] = (4, 4)) -> list[Instruction]:
-    """``n`` seeded instructions about a random digit string, e.g. ("sort", "Sort 3141", "1134").
-
-    Each response is exact (one right answer). kinds: names from INSTRUCTION_KINDS; lengths: the
-    smallest and largest number of digits (4 and 4 by default: 60,000 different prompts).
-    Raises ValueError when n is not an int >= 0, kinds is a single str or holds unknown names, or
-    lengths is not (smallest, largest) with 2 <= smallest <= largest.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n (the number of instructions) must be an int >= 0, got {n!r}")
-    if isinstance(kinds, str):
-        raise ValueError(f"kinds must be a list of names, got the str {kinds!r}: write kinds=[{kinds!r}]")
-    kinds = list(kinds)
-    unknown = [k for k in kinds if k not in INSTRUCTION_KINDS]
-    if unknown or not kinds:
-        raise ValueError(f"kinds must be names from {list(INSTRUCTION_KINDS)}, got {kinds}")
-    if not 2 <= lengths[0] <= lengths[1]:
-        raise ValueError(f"lengths must be (smallest, largest) with 2 <= smallest <= largest, got {lengths}")
-    rng = random.Random(seed)
-    data = []
-    for _ in range(n):
-        kind = rng.choice(kinds)
-        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
-        words, answer = INSTRUCTION_KINDS[kind]
-        data.append(Instruction(kind, f"{words} {digits}", answer(digits)))
-    return data
-
-
-def instruction_splits(n_train: int, n_heldout: int, seed: int = 0,
-                       **options) -> tuple[list[Instruction], list[Instruction]]:
-    """(train, held_out): no held-out prompt occurs in train; duplicates inside held-out removed."""
-    train = instruction_data(n_train, seed=2 * seed, **options)
-    seen = {example.prompt for example in train}
-    held_out = []
-    for example in instruction_data(4 * n_heldout, seed=2 * seed + 1, **options):
-        if example.prompt not in seen and len(held_out) < n_heldout:
-            held_out.append(example)
-            seen.add(example.prompt)
-    return train, held_out
 
 
 def sft_batch(template: ChatTemplate, examples: Sequence[Instruction], mask_prompt: bool = True,

@@ -1,7 +1,8 @@
 """The course's synthetic tasks, generated here with fixed seeds: copy, reverse, sort
 (digit strings), brackets (is "([])" balanced? label 1/0), dates ("Wednesday, March 3rd
 2021", "03/03/21", "2021.3.3" ... -> "2021-03-03") and number_words ("four hundred twelve"
--> "412").
+-> "412"); and, for lesson 12's instruction tuning, instructions about a 4-digit string with
+exact answers ("Sort 3141" -> "1134"): instruction_data, instruction_splits.
 
     splits = make_task("dates", n_train=2000, n_val=200, n_test=200, seed=0)
     splits.train[0]       # (source, target) strings; (text, label) for brackets
@@ -17,13 +18,14 @@ import datetime as dt
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 from .vocab import Vocab
 
 __all__ = ["TASKS", "TaskSplits", "make_task", "split_of", "number_to_words", "format_date", "DATE_FORMATS",
            "copy_example", "reverse_example", "sort_example", "brackets_example", "dates_example",
-           "number_words_example"]
+           "number_words_example", "Instruction", "INSTRUCTION_KINDS", "DEFAULT_KINDS", "instruction_data",
+           "instruction_splits"]
 
 
 def _digits(rng: random.Random, min_len: int, max_len: int, alphabet: str) -> str:
@@ -215,3 +217,66 @@ def make_task(name: str, n_train: int = 2000, n_val: int = 200, n_test: int = 20
             quota[split, label] -= 1
             out[split].append(example)
     return TaskSplits(name, out["train"], out["val"], out["test"])
+
+
+# --------------------------------------------------------------------------- instructions (lesson 12)
+
+class Instruction(NamedTuple):
+    kind: str
+    prompt: str
+    response: str
+
+
+# kind -> (instruction words, the exact answer for a digit string d)
+INSTRUCTION_KINDS = {
+    "first": ("First digit of", lambda d: d[0]),
+    "second": ("Second digit of", lambda d: d[1]),
+    "last": ("Last digit of", lambda d: d[-1]),
+    "largest": ("Largest digit of", max),
+    "smallest": ("Smallest digit of", min),
+    "count": ("How many digits in", lambda d: str(len(d))),
+    "sort": ("Sort", lambda d: "".join(sorted(d))),
+}
+DEFAULT_KINDS = ("first", "second", "last", "largest", "smallest", "sort")  # "count" needs varied lengths
+
+
+def instruction_data(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_KINDS,
+                     lengths: tuple[int, int] = (4, 4)) -> list[Instruction]:
+    """``n`` seeded instructions about a random digit string, e.g. ("sort", "Sort 3141", "1134").
+
+    Each response is exact (one right answer). kinds: names from INSTRUCTION_KINDS; lengths: the
+    smallest and largest number of digits (4 and 4 by default: 60,000 different prompts).
+    Raises ValueError when n is not an int >= 0, kinds is a single str or holds unknown names, or
+    lengths is not (smallest, largest) with 2 <= smallest <= largest.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n (the number of instructions) must be an int >= 0, got {n!r}")
+    if isinstance(kinds, str):
+        raise ValueError(f"kinds must be a list of names, got the str {kinds!r}: write kinds=[{kinds!r}]")
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in INSTRUCTION_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be names from {list(INSTRUCTION_KINDS)}, got {kinds}")
+    if not 2 <= lengths[0] <= lengths[1]:
+        raise ValueError(f"lengths must be (smallest, largest) with 2 <= smallest <= largest, got {lengths}")
+    rng = random.Random(seed)
+    data = []
+    for _ in range(n):
+        kind = rng.choice(kinds)
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
+        words, answer = INSTRUCTION_KINDS[kind]
+        data.append(Instruction(kind, f"{words} {digits}", answer(digits)))
+    return data
+
+
+def instruction_splits(n_train: int, n_heldout: int, seed: int = 0,
+                       **options) -> tuple[list[Instruction], list[Instruction]]:
+    """(train, held_out): no held-out prompt occurs in train; duplicates inside held-out removed."""
+    train = instruction_data(n_train, seed=2 * seed, **options)
+    seen = {example.prompt for example in train}
+    held_out = []
+    for example in instruction_data(4 * n_heldout, seed=2 * seed + 1, **options):
+        if example.prompt not in seen and len(held_out) < n_heldout:
+            held_out.append(example)
+            seen.add(example.prompt)
+    return train, held_out
