@@ -276,3 +276,17 @@ def test_layer_norm_in_float64_passes_and_a_detached_variance_is_named():
 
     assert_passes(cl.check_layer_norm(ln64))
     assert_fails(cl.check_layer_norm(ln_detached), cl.HINT_DETACHED)
+
+
+def test_a_method_stub_is_named_with_its_class():
+    import torch.nn as nn
+    from tfmlib.checks.lora import check_lora_linear
+
+    class LoRALinear(nn.Module):
+        def __init__(self, base, r, alpha):
+            super().__init__()
+            raise NotImplementedError("keep base, freeze it; A random, B zeros")
+
+    result = check_lora_linear(LoRALinear)
+    assert result.status == "not implemented"
+    assert "`LoRALinear.__init__` is still a stub" in result.message, result.message

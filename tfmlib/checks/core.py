@@ -105,9 +105,14 @@ def _learner_frame(tb) -> str:
 
 
 def stub_name(tb) -> str | None:
-    """The name of the function whose `raise NotImplementedError` a traceback ends in."""
+    """The name of the function whose `raise NotImplementedError` a traceback ends in; a method is
+    named with its class ("LoRALinear.__init__")."""
     frames = list(traceback.walk_tb(tb))
-    return frames[-1][0].f_code.co_name if frames else None
+    if not frames:
+        return None
+    code = frames[-1][0].f_code
+    qualname = getattr(code, "co_qualname", code.co_name)
+    return qualname.rsplit("<locals>.", 1)[-1]              # a class defined inside a function: its own name
 
 
 def _tensor_arguments(fn, args, kwargs) -> list[tuple[str, "torch.Tensor"]]:
