@@ -52,7 +52,7 @@ class ChatTemplate:
             raise TypeError("ChatTemplate needs a tokenizer with encode_ordinary, decode and special_tokens (a "
                             "tfmlib.bpe.ByteLevelBPE trained with special_tokens=CHAT_SPECIAL_TOKENS), got "
                             f"{type(tokenizer).__name__}")
-        specials = getattr(tokenizer, "special_tokens", {})
+        specials = tokenizer.special_tokens
         missing = [s for s in CHAT_SPECIAL_TOKENS if s not in specials]
         if missing:
             raise ValueError(f"the tokenizer lacks the special tokens {missing}: train it with "
@@ -141,7 +141,7 @@ def sft_targets(ids: torch.Tensor, trained: torch.Tensor,
     """
     check_tensor(ids, "ids (B, T)", ndim=2, dtype_kind="int")
     check_tensor(trained, "trained (B, T)")
-    if ids.ndim != 2 or trained.shape != ids.shape or trained.dtype != torch.bool:
+    if trained.shape != ids.shape or trained.dtype != torch.bool:
         raise ValueError(f"ids (B, T) and a bool mask trained (B, T) of the same shape are expected, got "
                          f"{tuple(ids.shape)} and {tuple(trained.shape)} {trained.dtype}")
     inputs, targets = ids[:, :-1], ids[:, 1:]                       # (B, T-1): token t predicts t + 1
@@ -228,7 +228,7 @@ def exact_match(model, template: ChatTemplate, examples: Sequence[Instruction],
     for example, ok in zip(examples, correct):
         by_kind[example.kind].append(ok)
     shares = {kind: sum(oks) / len(oks) for kind, oks in sorted(by_kind.items())}
-    shares["all"] = sum(correct) / max(1, len(correct))
+    shares["all"] = sum(correct) / len(correct)
     return shares
 
 

@@ -39,32 +39,28 @@ class TrainableTokens(nn.Module):
         return self.delta.new_zeros(vocab_size, self.delta.shape[1]).index_add(0, self.token_ids, self.delta)
 
 
-class _EmbeddingWithRows(nn.Module):
-    """The frozen embedding, plus the trainable rows: (B, T) -> (B, T, C)."""
+class _WithRows(nn.Module):
+    """A frozen module that uses the tied (V, C) matrix, plus the trainable rows; ``weight`` stays visible."""
 
-    def __init__(self, embedding: nn.Module, tokens: TrainableTokens):
+    def __init__(self, frozen: nn.Module, tokens: TrainableTokens):
         super().__init__()
-        self.frozen, self.tokens = embedding, tokens
+        self.frozen, self.tokens = frozen, tokens
 
     @property
     def weight(self) -> torch.Tensor:
         return self.frozen.weight
+
+
+class _EmbeddingWithRows(_WithRows):
+    """The frozen embedding, plus the trainable rows: (B, T) -> (B, T, C)."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         rows = self.tokens.rows(self.frozen.weight.shape[0])                   # (V, C)
         return self.frozen(idx) + getattr(self.frozen, "scale", 1.0) * rows[idx]
 
 
-class _HeadWithRows(nn.Module):
+class _HeadWithRows(_WithRows):
     """The frozen tied output head, plus the trainable rows: (B, T, C) -> (B, T, V)."""
-
-    def __init__(self, head: nn.Linear, tokens: TrainableTokens):
-        super().__init__()
-        self.frozen, self.tokens = head, tokens
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.frozen.weight
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         extra = hidden @ self.tokens.delta.T                                   # (B, T, C) @ (C, k) -> (B, T, k)
